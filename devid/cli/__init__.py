@@ -1,0 +1,82 @@
+"""The ``devid`` command line: nouns then verbs, ``--json`` everywhere, stable exit codes.
+
+Exit codes (DESIGN.md section 4): 0 success; 1 a check failed or a thing was not found;
+2 bad input or usage; 3 environment (module, token, PIN, network, AWS credentials);
+4 conflict (exists, duplicate, quota). Errors are one line on stderr, never a traceback
+(set ``DEVID_DEBUG=1`` to see one), and never contain the parsed arguments, which may
+hold secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+from devid.errors import DevidError
+from hsm.errors import HsmError
+
+EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_ENV, EXIT_CONFLICT = 0, 1, 2, 3, 4
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="devid")
+def cli() -> None:
+    """devid: device identity and key management.
+
+    SSH keys for CodeCommit users, EC2 key pairs, and X.509 device certificates whose keys
+    live on PKCS#11 tokens. A key reference (--key, --ca-key) is a file path or a pkcs11:
+    URI such as 'pkcs11:token=factory;object=device-key'.
+
+    Exit codes: 0 ok, 1 check failed or not found, 2 bad input, 3 environment, 4 conflict.
+    """
+
+
+def _register() -> None:
+    from devid.cli import hsm as hsm_cli
+    from devid.cli import key as key_cli
+
+    cli.add_command(key_cli.key)
+    cli.add_command(hsm_cli.hsm)
+
+
+_register()
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"devid: error: {message}", err=True)
+    return code
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with *argv* and return the exit code (used by tests in-process)."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="devid", standalone_mode=False
+        )
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        return _fail("aborted", EXIT_USAGE)
+    except click.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except (DevidError, HsmError) as exc:
+        if os.environ.get("DEVID_DEBUG"):
+            raise
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("DEVID_DEBUG"):
+            raise
+        kind = type(exc).__name__
+        return _fail(f"unexpected {kind}; rerun with DEVID_DEBUG=1 and report it", EXIT_ENV)
+    return EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,142 @@
+"""What every devid command shares: output, errors, secrets, key references, AWS options."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from devid.errors import BadInput, EnvironmentProblem
+from devid.keys import PrivateKey
+from devid.loading import load_signing_key
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(func: F) -> F:
+    """``--json``: print exactly one JSON document on stdout instead of text."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+    )(func)
+
+
+def emit(data: Any, *, as_json: bool, text: str | Iterable[str] | None = None) -> None:
+    """Print *data* as JSON, or *text* (lines) for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+        return
+    if text is None:
+        return
+    for line in [text] if isinstance(text, str) else text:
+        click.echo(line)
+
+
+def warn(message: str) -> None:
+    click.echo(f"devid: warning: {message}", err=True)
+
+
+def read_secret_file(path: str | Path, what: str) -> bytes:
+    """A secret from a file, without its trailing newline; the path may be ``-`` for stdin."""
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    return data.rstrip(b"\r\n")
+
+
+def secret(
+    *, file: str | None, env: str | None, prompt: str | None, what: str, confirm: bool = False
+) -> bytes | None:
+    """A secret from *file*, else the environment variable *env*, else a hidden prompt.
+
+    Returns None when none of the three is available (no file, unset variable, no terminal).
+    Secrets never come from argv and are never echoed.
+    """
+    if file:
+        return read_secret_file(file, what)
+    if env and os.environ.get(env) is not None:
+        return os.environ[env].encode()
+    if prompt and sys.stdin.isatty():
+        first = getpass.getpass(f"{prompt}: ").encode()
+        if confirm and getpass.getpass(f"{prompt} (again): ").encode() != first:
+            raise BadInput(f"the two {what}s differ")
+        return first
+    return None
+
+
+def passphrase_file_option(func: F) -> F:
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(dir_okay=False),
+        help="Read the key passphrase from this file (or DEVID_PASSPHRASE, or a prompt).",
+    )(func)
+
+
+def load_key_ref(ref: str, passphrase_file: str | None = None) -> PrivateKey:
+    """Load a private key reference, asking for a passphrase only when one is needed."""
+    given = secret(file=passphrase_file, env="DEVID_PASSPHRASE", prompt=None, what="passphrase")
+
+    def ask() -> bytes:
+        asked = secret(file=None, env=None, prompt=f"Passphrase for {ref}", what="passphrase")
+        if asked is None:
+            raise BadInput(f"{ref} is encrypted; give --passphrase-file or set DEVID_PASSPHRASE")
+        return asked
+
+    return load_signing_key(ref, passphrase=given, ask_passphrase=ask)
+
+
+def aws_options(func: F) -> F:
+    """``--profile``, ``--region``, ``--endpoint-url`` for commands that call AWS."""
+    for option in (
+        click.option("--endpoint-url", help="AWS endpoint (e.g. a local moto server)."),
+        click.option("--region", help="AWS Region (else boto3's configuration)."),
+        click.option("--profile", help="AWS profile (else boto3's default chain)."),
+    ):
+        func = option(func)
+    return func
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BadInput(message)
+
+
+def needs_tool(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise EnvironmentProblem(f"{name} not found: apt-get install {package}")
+    return found
+
+
+def examples(text: str) -> Callable[[F], F]:
+    """Append an EXAMPLES section to a command's help (kept verbatim by click)."""
+
+    def decorate(func: F) -> F:
+        doc = (func.__doc__ or "").rstrip()
+        lines = "\n".join(f"  {line}" if line else "" for line in text.strip().splitlines())
+        func.__doc__ = f"{doc}\n\n\b\nEXAMPLES\n{lines}\n"
+        return func
+
+    return decorate
+
+
+__all__ = [
+    "aws_options",
+    "emit",
+    "examples",
+    "json_option",
+    "load_key_ref",
+    "needs_tool",
+    "passphrase_file_option",
+    "read_secret_file",
+    "require",
+    "secret",
+    "warn",
+]

@@ -1,0 +1,190 @@
+"""``devid key``: generate keys (file or token), print public keys and fingerprints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from devid.cli._common import (
+    emit,
+    examples,
+    json_option,
+    load_key_ref,
+    passphrase_file_option,
+    secret,
+)
+from devid.errors import BadInput
+from devid.fingerprint import fingerprints
+from devid.keys import KeyType, PrivateFormat, PrivateKey, PublicKey, generate_key, is_token_ref
+from devid.loading import load_public_key
+from devid.pubformat import PublicFormat, public_bytes
+
+KEY_TYPES = [k.value for k in KeyType]
+
+
+@click.group()
+def key() -> None:
+    """Generate keys, show public keys and fingerprints."""
+
+
+@key.command()
+@click.argument("key_type", metavar="TYPE", type=click.Choice(KEY_TYPES, case_sensitive=False))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Private key file.")
+@click.option("--token", metavar="URI", help="Generate on this PKCS#11 token instead.")
+@click.option("--label", help="Label of the token key (CKA_LABEL).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pkcs8", "pkcs1", "openssh"]),
+    default="pkcs8",
+    show_default=True,
+    help="File format of a software key.",
+)
+@click.option("--encrypt", is_flag=True, help="Ask for a passphrase to encrypt the file.")
+@passphrase_file_option
+@click.option("--for", "purpose", type=click.Choice(["ec2-windows"]), help="Extra capability.")
+@click.option("--force", is_flag=True, help="Overwrite the file / replace the token key.")
+@json_option
+@examples(
+    """
+devid key generate ec-p256 --token 'pkcs11:token=factory' --label device-key
+devid key generate rsa-2048 --out ~/.ssh/codecommit_rsa --format openssh
+devid key generate ed25519 --out key.pem --passphrase-file pass.txt --json
+"""
+)
+def generate(
+    key_type: str,
+    out: Path | None,
+    token: str | None,
+    label: str | None,
+    fmt: str,
+    encrypt: bool,
+    passphrase_file: str | None,
+    purpose: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Generate a TYPE key into a file (--out) or on a token (--token, --label).
+
+    Token keys are created non-extractable and sensitive; the private half never leaves
+    the token. Files are written with mode 0600, atomically, and never overwritten
+    without --force. Prints the key reference.
+    """
+    kt = KeyType.parse(key_type)
+    passphrase = None
+    if passphrase_file or encrypt:
+        if token:
+            raise BadInput("a passphrase applies to key files, not token keys")
+        passphrase = secret(
+            file=passphrase_file, env=None, prompt="New passphrase", what="passphrase", confirm=True
+        )
+        if not passphrase:
+            raise BadInput("no passphrase: give --passphrase-file or run on a terminal")
+    if purpose == "ec2-windows" and kt.algorithm != "rsa":
+        raise BadInput("EC2 Windows passwords need an RSA key")
+    key_obj, ref = generate_key(
+        kt,
+        out=out,
+        token=token,
+        label=label,
+        fmt=PrivateFormat(fmt),
+        passphrase=passphrase,
+        force=force,
+        decrypt=purpose == "ec2-windows",
+    )
+    fp = fingerprints(key_obj.public_key())
+    emit(
+        {
+            "reference": ref,
+            "type": kt.value,
+            "token": bool(token),
+            "openssh_sha256": fp.openssh_sha256,
+        },
+        as_json=as_json,
+        text=ref,
+    )
+
+
+def _public_of(ref: str) -> PublicKey:
+    if is_token_ref(ref):
+        return load_public_key(ref)
+    try:
+        return load_public_key(ref)
+    except BadInput:
+        # An encrypted private key file: its public half needs the passphrase.
+        key_obj: PrivateKey = load_key_ref(ref)
+        return key_obj.public_key()
+
+
+@key.command()
+@click.argument("ref", metavar="REF")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in PublicFormat]),
+    default="openssh",
+    show_default=True,
+)
+@click.option("--comment", default="", help="Comment for OpenSSH / RFC 4716 output.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@examples(
+    """
+devid key public 'pkcs11:token=factory;object=device-key'
+devid key public key.pem --format rfc4716 --comment alice@example.com
+"""
+)
+def public(ref: str, fmt: str, comment: str, out: Path | None, force: bool) -> None:
+    """Print the public key of REF (file or pkcs11: URI) as openssh, rfc4716, pem or der."""
+    from devid.fsutil import PUBLIC_MODE, write_atomic
+
+    data = public_bytes(_public_of(ref), PublicFormat(fmt), comment=comment)
+    if out is not None:
+        write_atomic(out, data, mode=PUBLIC_MODE, force=force)
+        return
+    if fmt == "der" and sys.stdout.isatty():
+        raise BadInput("refusing to print DER to a terminal; use --out or a pipe")
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+@key.command()
+@click.argument("ref", metavar="REF")
+@json_option
+@examples(
+    """
+devid key fingerprint ~/.ssh/id_rsa.pub
+devid key fingerprint 'pkcs11:token=factory;object=device-key' --json
+"""
+)
+def fingerprint(ref: str, as_json: bool) -> None:
+    """Show the OpenSSH, IAM and EC2 fingerprints of REF (any key form or pkcs11: URI)."""
+    source: PublicKey | PrivateKey
+    try:
+        source = load_key_ref(ref) if _is_private_file(ref) else _public_of(ref)
+    except BadInput:
+        source = _public_of(ref)
+    fp = fingerprints(source)
+    text = [f"{fp.bits} {fp.openssh_sha256} ({fp.type.upper()})", f"{fp.bits} {fp.openssh_md5}"]
+    text.append(f"iam_md5      {fp.iam_md5}")
+    text.append(f"ec2          {fp.ec2 or '(not an EC2 key type)'}")
+    if fp.type == "rsa":
+        created = fp.ec2_created or (
+            "(needs the private key; a token key cannot be read)"
+            if is_token_ref(ref)
+            else "(needs the private key file)"
+        )
+        text.append(f"ec2_created  {created}")
+    emit(fp.as_dict(), as_json=as_json, text=text)
+
+
+def _is_private_file(ref: str) -> bool:
+    if is_token_ref(ref):
+        return False
+    try:
+        head = Path(ref).read_bytes()[:4096]
+    except OSError:
+        return False
+    return b"PRIVATE KEY" in head or head.startswith(b"PuTTY-User-Key-File")

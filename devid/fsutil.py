@@ -1,0 +1,76 @@
+"""Writing files the safe way: atomically, with the right mode, never clobbering by accident."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from devid.errors import BadInput, Conflict
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def refuse_existing(path: Path, *, force: bool) -> None:
+    """Fail early (before any work is done) when *path* exists and *force* is not set."""
+    if not force and (path.exists() or path.is_symlink()):
+        raise Conflict(f"{path} exists; pass --force to overwrite it")
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bool = False) -> Path:
+    """Write *data* to *path* so that readers see the old file or the whole new one.
+
+    The temporary file is created with mode 0600 in the target directory, synced, and then
+    linked into place: ``os.link`` when *force* is false (fails if *path* appeared in the
+    meantime, so nothing is ever overwritten by a race), ``os.replace`` when it is true.
+    """
+    path = Path(path)
+    refuse_existing(path, force=force)
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        if force:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
+    except FileExistsError as exc:
+        tmp.unlink(missing_ok=True)
+        raise Conflict(f"{path} exists; pass --force to overwrite it") from exc
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot write {path}: {exc.strerror}") from exc
+    _fsync_dir(directory)
+    return path
+
+
+def read_input(path: str | Path, *, what: str = "file") -> bytes:
+    """Read a user-named input file, turning OS errors into one clear line."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise BadInput(f"{what} not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise BadInput(f"{what} is a directory: {path}") from exc
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror}") from exc

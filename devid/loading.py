@@ -1,0 +1,205 @@
+"""Loading keys from a key reference or from the bytes people keep them in.
+
+Private keys: PEM PKCS#1/PKCS#8/SEC1, DER, OpenSSH, PuTTY PPK (encrypted or not), or a
+``pkcs11:`` URI. Public keys: all of those plus an OpenSSH line, RFC 4716, PEM/DER
+SubjectPublicKeyInfo, PEM PKCS#1 public key, bare base64 DER, a certificate or a CSR.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+import hsm
+from devid import ppk
+from devid.errors import BadInput
+from devid.fsutil import read_input
+from devid.keys import PassphraseRequired, PrivateKey, PublicKey, is_token_ref
+
+PassphraseSource = Callable[[], bytes]
+
+_SUPPORTED_PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+_SUPPORTED_PUBLIC = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+_RFC4716 = re.compile(
+    rb"---- BEGIN SSH2 PUBLIC KEY ----\r?\n(?P<body>.*?)---- END SSH2 PUBLIC KEY ----", re.S
+)
+
+
+def _check_private(key: object, where: str) -> PrivateKey:
+    if not isinstance(key, _SUPPORTED_PRIVATE):
+        raise BadInput(
+            f"{where}: unsupported key type {type(key).__name__}; use RSA, EC or Ed25519"
+        )
+    return key
+
+
+def _check_public(key: object, where: str) -> PublicKey:
+    if not isinstance(key, _SUPPORTED_PUBLIC):
+        raise BadInput(
+            f"{where}: unsupported key type {type(key).__name__}; use RSA, EC or Ed25519"
+        )
+    return key
+
+
+def parse_private_key(
+    data: bytes, *, passphrase: bytes | None = None, where: str = "key"
+) -> PrivateKey:
+    """A software private key from *data* in any supported encoding."""
+    if ppk.is_ppk(data):
+        try:
+            key, _ = ppk.load_ppk(data, passphrase)
+        except ppk.PassphraseRequired as exc:
+            raise PassphraseRequired(f"{where} is encrypted; a passphrase is needed") from exc
+        return key
+    loaders: list[Callable[..., object]] = []
+    if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
+        loaders.append(serialization.load_ssh_private_key)
+    elif b"-----BEGIN" in data:
+        loaders.append(serialization.load_pem_private_key)
+    else:
+        loaders.append(serialization.load_der_private_key)
+    for loader in loaders:
+        try:
+            return _check_private(loader(data, password=passphrase), where)
+        except TypeError as exc:
+            if passphrase is None:
+                raise PassphraseRequired(f"{where} is encrypted; a passphrase is needed") from exc
+            raise BadInput(f"{where} is not encrypted; do not give a passphrase") from exc
+        except UnsupportedAlgorithm as exc:
+            raise BadInput(f"{where}: unsupported key algorithm") from exc
+        except ValueError as exc:
+            if passphrase is not None and "password" in str(exc).lower():
+                raise BadInput(f"{where}: wrong passphrase") from exc
+            if passphrase is not None and "decrypt" in str(exc).lower():
+                raise BadInput(f"{where}: wrong passphrase") from exc
+    raise BadInput(f"{where} is not a private key devid can read (PEM, DER, OpenSSH or PPK)")
+
+
+def load_signing_key(
+    ref: str,
+    *,
+    passphrase: bytes | None = None,
+    ask_passphrase: PassphraseSource | None = None,
+) -> PrivateKey:
+    """The private key *ref* names: a file path or a ``pkcs11:`` URI.
+
+    An encrypted file without *passphrase* calls *ask_passphrase* once when given, else
+    raises :class:`~devid.keys.PassphraseRequired`.
+    """
+    if is_token_ref(ref):
+        return hsm.load_key(ref)
+    data = read_input(ref, what="key file")
+    try:
+        return parse_private_key(data, passphrase=passphrase, where=ref)
+    except PassphraseRequired:
+        if ask_passphrase is None or passphrase is not None:
+            raise
+        return parse_private_key(data, passphrase=ask_passphrase(), where=ref)
+
+
+def _ssh_line(data: bytes, where: str) -> PublicKey | None:
+    text = data.strip()
+    if not text.startswith((b"ssh-", b"ecdsa-sha2-")):
+        return None
+    try:
+        return _check_public(serialization.load_ssh_public_key(text.splitlines()[0]), where)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise BadInput(f"{where}: malformed OpenSSH public key ({exc})") from exc
+
+
+def _rfc4716(data: bytes, where: str) -> PublicKey | None:
+    match = _RFC4716.search(data)
+    if match is None:
+        return None
+    lines, body = match.group("body").splitlines(), []
+    continued = False
+    for line in lines:
+        # Header lines are "Tag: value" and may continue with a trailing backslash.
+        if continued or b":" in line:
+            continued = line.endswith(b"\\")
+            continue
+        body.append(line.strip())
+    try:
+        blob = base64.b64decode(b"".join(body), validate=True)
+        name = blob[4 : 4 + int.from_bytes(blob[:4], "big")]
+        key = serialization.load_ssh_public_key(name + b" " + base64.b64encode(blob))
+    except (binascii.Error, ValueError, UnsupportedAlgorithm) as exc:
+        raise BadInput(f"{where}: malformed RFC 4716 public key") from exc
+    return _check_public(key, where)
+
+
+def _der_private_public(der: bytes) -> object:
+    return serialization.load_der_private_key(der, None).public_key()
+
+
+def _der_cert_public(der: bytes) -> object:
+    return x509.load_der_x509_certificate(der).public_key()
+
+
+def _der_csr_public(der: bytes) -> object:
+    return x509.load_der_x509_csr(der).public_key()
+
+
+def _from_der(der: bytes, where: str) -> PublicKey | None:
+    parsers: tuple[Callable[[bytes], object], ...] = (
+        serialization.load_der_public_key,
+        _der_cert_public,
+        _der_csr_public,
+        _der_private_public,
+    )
+    for parse in parsers:
+        try:
+            return _check_public(parse(der), where)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+    return None
+
+
+def _from_pem(data: bytes, where: str) -> PublicKey | None:
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return _check_public(x509.load_pem_x509_certificate(data).public_key(), where)
+    if b"-----BEGIN CERTIFICATE REQUEST-----" in data:
+        return _check_public(x509.load_pem_x509_csr(data).public_key(), where)
+    if b"PUBLIC KEY-----" in data:  # SPKI and PKCS#1 "RSA PUBLIC KEY" alike
+        return _check_public(serialization.load_pem_public_key(data), where)
+    return None
+
+
+def parse_public_key(data: bytes, *, where: str = "key") -> PublicKey:
+    """A public key from *data* in any common form (see the module docstring)."""
+    try:
+        for attempt in (_ssh_line, _rfc4716, _from_pem):
+            found = attempt(data, where)
+            if found is not None:
+                return found
+    except ValueError as exc:
+        raise BadInput(f"{where}: malformed PEM ({exc})") from exc
+    if ppk.is_ppk(data):
+        return parse_private_key(data, where=where).public_key()
+    if b"-----BEGIN" in data:
+        return parse_private_key(data, where=where).public_key()
+    stripped = data.strip()
+    der: bytes | None = data
+    if re.fullmatch(rb"[A-Za-z0-9+/=\s]+", stripped):
+        try:
+            der = base64.b64decode(b"".join(stripped.split()), validate=True)
+        except binascii.Error:
+            der = None
+    found = _from_der(der, where) if der else None
+    if found is None:
+        raise BadInput(f"{where} holds no public key devid can read")
+    return found
+
+
+def load_public_key(ref: str) -> PublicKey:
+    """The public key of *ref*: a token URI or a file in any form :func:`parse_public_key` reads."""
+    if is_token_ref(ref):
+        return hsm.load_key(ref).public_key()
+    return parse_public_key(read_input(ref, what="key file"), where=ref)

@@ -1,0 +1,200 @@
+"""Token administration: list tokens and keys, load and delete keys, initialise SoftHSM tokens."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pkcs11
+import pkcs11.exceptions as px
+from pkcs11 import Attribute, KeyType, ObjectClass
+
+from hsm.errors import HsmError, KeyExists, ModuleNotFound, TokenFailure, translate
+from hsm.keygen import delete_objects
+from hsm.keys import TokenPrivateKey, token_key
+from hsm.module import TOKEN_LOCK, library, refresh, resolve_module_path
+from hsm.objects import CURVE_NAMES, TokenKeyHandle, curve_oid, find_private
+from hsm.session import _initialised, find_token, session_for, token_serial
+from hsm.uri import Pkcs11Uri, parse_uri
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    label: str
+    serial: str
+    manufacturer: str
+    model: str
+    slot_id: int
+    uri: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    label: str
+    id: str
+    object_class: str
+    key_type: str
+    size: str
+    sensitive: bool | None
+    always_sensitive: bool | None
+    extractable: bool | None
+    never_extractable: bool | None
+    local: bool | None
+    uri: str
+
+
+def list_tokens(module_path: str | None = None) -> list[TokenInfo]:
+    """Every initialised token the module offers."""
+    refresh(module_path)
+    lib = library(module_path)
+    with TOKEN_LOCK:
+        try:
+            tokens = [t for t in lib.get_tokens() if _initialised(t)]
+        except px.PKCS11Error as exc:
+            raise translate(exc, "listing tokens") from exc
+    infos = []
+    for t in tokens:
+        uri = Pkcs11Uri(token=t.label, serial=token_serial(t), module_path=module_path)
+        infos.append(
+            TokenInfo(
+                t.label,
+                token_serial(t),
+                t.manufacturer_id.strip(),
+                t.model.strip(),
+                t.slot.slot_id,
+                str(uri),
+            )
+        )
+    return infos
+
+
+def load_key(uri: Pkcs11Uri | str) -> TokenPrivateKey:
+    """The token private key *uri* names, as a cryptography private key."""
+    parsed = parse_uri(uri) if isinstance(uri, str) else uri
+    session = session_for(parsed)
+    obj = find_private(session, parsed)
+    key_id = bytes(_get(obj, Attribute.ID) or b"")
+    label = str(_get(obj, Attribute.LABEL) or "")
+    token = find_token(parsed)
+    base = parsed.with_(type=None, object_label=None, id=None)
+    return token_key(TokenKeyHandle(uri=base, key_id=key_id, label=label, token_label=token.label))
+
+
+def _get(obj: pkcs11.Object, attribute: Attribute) -> Any:
+    with TOKEN_LOCK:
+        try:
+            return obj[attribute]
+        except (px.AttributeTypeInvalid, px.AttributeSensitive, NotImplementedError):
+            return None
+        except px.PKCS11Error as exc:
+            raise translate(exc, f"reading {attribute.name}") from exc
+
+
+def _size(obj: pkcs11.Object, key_type: Any) -> str:
+    if key_type == KeyType.RSA:
+        modulus = _get(obj, Attribute.MODULUS)
+        return str(len(modulus) * 8) if modulus else str(_get(obj, Attribute.MODULUS_BITS) or "")
+    params = _get(obj, Attribute.EC_PARAMS)
+    oid = curve_oid(params) if params else ""
+    return CURVE_NAMES.get(oid, oid)
+
+
+def list_keys(uri: Pkcs11Uri | str) -> list[KeyInfo]:
+    """Private keys, public keys and certificates on the token (filtered by the URI)."""
+    parsed = parse_uri(uri) if isinstance(uri, str) else uri
+    session = session_for(parsed)
+    base = parsed.with_(object_label=None, id=None, type=None, pin_value=None, pin_source=None)
+    wanted = {
+        "private": ObjectClass.PRIVATE_KEY,
+        "public": ObjectClass.PUBLIC_KEY,
+        "cert": ObjectClass.CERTIFICATE,
+    }
+    infos: list[KeyInfo] = []
+    for type_name, cls in wanted.items():
+        if parsed.type is not None and parsed.type != type_name:
+            continue
+        attrs: dict[Attribute, Any] = {Attribute.CLASS: cls}
+        if parsed.object_label is not None:
+            attrs[Attribute.LABEL] = parsed.object_label
+        if parsed.id is not None:
+            attrs[Attribute.ID] = parsed.id
+        with TOKEN_LOCK:
+            objects = list(session.get_objects(attrs))
+        for obj in objects:
+            infos.append(_info(obj, type_name, base))
+    return infos
+
+
+def _info(obj: pkcs11.Object, type_name: str, base: Pkcs11Uri) -> KeyInfo:
+    label = str(_get(obj, Attribute.LABEL) or "")
+    key_id = bytes(_get(obj, Attribute.ID) or b"")
+    key_type = _get(obj, Attribute.KEY_TYPE) if type_name != "cert" else None
+    names: dict[Any, str] = {KeyType.RSA: "rsa", KeyType.EC: "ec", KeyType.EC_EDWARDS: "ed25519"}
+    private = type_name == "private"
+    return KeyInfo(
+        label=label,
+        id=key_id.hex(),
+        object_class=type_name,
+        key_type=names.get(key_type, "x509" if key_type is None else str(key_type)),
+        size=_size(obj, key_type) if key_type is not None else "",
+        sensitive=_get(obj, Attribute.SENSITIVE) if private else None,
+        always_sensitive=_get(obj, Attribute.ALWAYS_SENSITIVE) if private else None,
+        extractable=_get(obj, Attribute.EXTRACTABLE) if private else None,
+        never_extractable=_get(obj, Attribute.NEVER_EXTRACTABLE) if private else None,
+        local=_get(obj, Attribute.LOCAL) if type_name != "cert" else None,
+        uri=str(base.with_(object_label=label, id=key_id, type=type_name)),
+    )
+
+
+def delete_key(uri: Pkcs11Uri | str) -> int:
+    """Delete the key pair (and certificate) *uri* names; returns the number of objects."""
+    parsed = parse_uri(uri) if isinstance(uri, str) else uri
+    session = session_for(parsed)
+    key = find_private(session, parsed)  # fails clearly on none / ambiguous
+    key_id = bytes(_get(key, Attribute.ID) or b"")
+    return delete_objects(session, parsed.with_(object_label=None, id=key_id, type=None))
+
+
+def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:
+    """Initialise a new SoftHSM2 token labelled *label* in the first free slot.
+
+    python-pkcs11 has no ``C_InitToken``, so ``softhsm2-util`` does it. It takes the PINs
+    only as arguments, visible in this machine's process list while it runs: acceptable for
+    the SoftHSM demo and test tokens this exists for, never meant for a production token.
+    """
+    if any(t.label == label for t in list_tokens()):
+        raise KeyExists(f"a token labelled {label!r} exists already")
+    tool = shutil.which("softhsm2-util")
+    if tool is None:
+        raise ModuleNotFound("softhsm2-util not found: apt-get install softhsm2")
+    args = [tool, "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", user_pin]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        first = (done.stderr or done.stdout).strip().splitlines()[:1]
+        raise TokenFailure(f"softhsm2-util could not initialise {label!r}: {' '.join(first)}")
+    resolve_module_path(None)
+    refresh(None)
+    for info in list_tokens():
+        if info.label == label:
+            return info
+    raise HsmError(f"token {label!r} was initialised but the module does not list it")
+
+
+def softhsm_config(directory: str) -> str:
+    """Write a SoftHSM2 config keeping tokens under *directory*; returns the config path."""
+    tokens = os.path.join(directory, "tokens")
+    os.makedirs(tokens, mode=0o700, exist_ok=True)
+    conf = os.path.join(directory, "softhsm2.conf")
+    if not os.path.exists(conf):
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
+                "log.level = ERROR\nslots.removable = false\n"
+            )
+        os.replace(tmp, conf)
+    return conf

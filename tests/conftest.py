@@ -1,0 +1,158 @@
+"""Shared fixtures: a real SoftHSM2 token, key factories, and the CLI run in-process.
+
+SoftHSM reads ``SOFTHSM2_CONF`` when the module is initialised, so the session fixture sets
+it (to a fresh directory) before any test touches a token. Tools the tests cross-check with
+are required: a missing one fails the test with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PIN = "1234"
+TEST_SO_PIN = "0000"
+TOKEN_LABEL = "devid-test"
+
+INSTALL = {
+    "softhsm2-util": "softhsm2",
+    "pkcs11-tool": "opensc",
+    "openssl": "openssl",
+    "ssh-keygen": "openssh-client",
+    "ssh": "openssh-client",
+    "sshd": "openssh-server",
+    "puttygen": "putty-tools",
+    "mosquitto": "mosquitto",
+}
+
+
+def require_tool(name: str) -> str:
+    """The path of *name*, or fail (not skip) saying how to install it."""
+    found = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if found is None:
+        pytest.fail(f"{name} not found: apt-get install {INSTALL.get(name, name)}", pytrace=False)
+    return found
+
+
+def softhsm_module() -> str:
+    path = "/usr/lib/softhsm/libsofthsm2.so"
+    if not Path(path).exists():
+        pytest.fail("SoftHSM2 not found: apt-get install softhsm2", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A SoftHSM2 configuration in a fresh directory, active for the whole session."""
+    softhsm_module()
+    require_tool("softhsm2-util")
+    import hsm
+
+    directory = tmp_path_factory.mktemp("softhsm")
+    conf = hsm.softhsm_config(str(directory))
+    old = {k: os.environ.get(k) for k in ("SOFTHSM2_CONF", "DEVID_PKCS11_PIN")}
+    os.environ["SOFTHSM2_CONF"] = conf
+    os.environ["DEVID_PKCS11_PIN"] = TEST_PIN
+    os.environ.pop("DEVID_PKCS11_MODULE", None)
+    yield directory
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def token_uri(softhsm: Path) -> str:
+    """``pkcs11:token=devid-test``: one initialised token shared by the session."""
+    import hsm
+
+    hsm.init_softhsm_token(TOKEN_LABEL, so_pin=TEST_SO_PIN, user_pin=TEST_PIN)
+    return f"pkcs11:token={TOKEN_LABEL}"
+
+
+_counter = iter(range(1_000_000))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{next(_counter)}"
+
+
+@pytest.fixture
+def token_key_factory(token_uri: str) -> Callable[[str], object]:
+    """Generate a token key of a devid key type, with a unique label."""
+    from devid.keys import KeyType, generate_key
+
+    def make(key_type: str, **kwargs: object) -> object:
+        key, _ = generate_key(
+            KeyType(key_type),
+            token=token_uri,
+            label=unique(key_type),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return key
+
+    return make
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def devid(capfd: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run the CLI in-process: ``devid("key", "fingerprint", path)`` -> Result."""
+    from devid.cli import run
+
+    def call(*args: str) -> Result:
+        capfd.readouterr()
+        code = run([str(a) for a in args])
+        captured = capfd.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return call
+
+
+@pytest.fixture
+def devid_proc(softhsm: Path) -> Callable[..., Result]:
+    """Run ``python -m devid`` as a subprocess (end to end, fresh process, no terminal)."""
+
+    def call(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+        full_env = {**os.environ, **(env or {})}
+        done = subprocess.run(
+            [sys.executable, "-m", "devid", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            input=input,
+            timeout=120,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    return call
+
+
+def run_tool(
+    *args: str, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a cross-check tool (openssl, ssh-keygen, ...), requiring it to be installed."""
+    require_tool(args[0])
+    done = subprocess.run(list(args), capture_output=True, input=input, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
+    return done
