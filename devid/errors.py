@@ -39,6 +39,10 @@ class BadInput(DevidError):
     exit_code = 2
 
 
+class PassphraseRequired(BadInput):
+    """A key file is encrypted and no passphrase was given (the CLI may then ask)."""
+
+
 class EnvironmentProblem(DevidError):
     """Something outside devid is missing or failing: module, token, PIN, network, AWS."""
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import hsm
-from devid.errors import BadInput, DevidError
+from devid.errors import BadInput, DevidError, PassphraseRequired
 from devid.fsutil import PRIVATE_MODE, refuse_existing, write_atomic
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -27,10 +27,6 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "p521": ec.SECP521R1,
 }
 _CURVE_SHORT = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
-
-
-class PassphraseRequired(BadInput):
-    """The key file is encrypted and no passphrase was given (the CLI then asks)."""
 
 
 class KeyType(enum.Enum):

@@ -53,10 +53,7 @@ def parse_private_key(
 ) -> PrivateKey:
     """A software private key from *data* in any supported encoding."""
     if ppk.is_ppk(data):
-        try:
-            key, _ = ppk.load_ppk(data, passphrase)
-        except ppk.PassphraseRequired as exc:
-            raise PassphraseRequired(f"{where} is encrypted; a passphrase is needed") from exc
+        key, _ = ppk.load_ppk(data, passphrase)
         return key
     loaders: list[Callable[..., object]] = []
     if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:

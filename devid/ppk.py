@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf import argon2
 
-from devid.errors import BadInput
+from devid.errors import BadInput, PassphraseRequired
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 _PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -53,10 +53,6 @@ _MAGIC = b"PuTTY-User-Key-File-"
 _NONE, _AES = b"none", b"aes256-cbc"
 _AES_BLOCK = 16
 _V2_MAC_KEY_PREFIX = b"putty-private-key-file-mac-key"
-
-
-class PassphraseRequired(BadInput):
-    """The PPK file is encrypted and no passphrase was given; the CLI prompts for one."""
 
 
 class _Deriver(Protocol):

@@ -156,3 +156,87 @@ def run_tool(
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
     return done
+
+
+@dataclass
+class MotoServer:
+    url: str
+    region: str = "us-east-1"
+
+    def aws_args(self) -> list[str]:
+        return ["--endpoint-url", self.url, "--region", self.region]
+
+    def client(self, service: str) -> object:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url, region_name=self.region)
+
+    def reset(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10
+        ).read()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_moto(tmp: Path, config: dict[str, object] | None) -> Iterator[MotoServer]:
+    import json
+    import time
+    import urllib.request
+
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        pytest.fail("moto_server not found: pip install 'moto[server]' (scripts/setup does)")
+    port = _free_port()
+    log = (tmp / f"moto-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"moto_server did not start; see {log.name}")
+                time.sleep(0.1)
+        if config:
+            req = urllib.request.Request(
+                f"{url}/moto-api/config",
+                data=json.dumps(config).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(req, timeout=10).read()
+        yield MotoServer(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A real moto server on 127.0.0.1 (real HTTP), IoT configured with valid certificates."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    os.environ.pop("AWS_PROFILE", None)
+    yield from _start_moto(tmp_path_factory.mktemp("moto"), {"iot": {"use_valid_cert": True}})
+
+
+@pytest.fixture
+def moto(moto_server: MotoServer) -> MotoServer:
+    """The session moto server, emptied before the test."""
+    moto_server.reset()
+    return moto_server
