@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from devid import policy
 from devid.cli._common import (
     emit,
     examples,
@@ -15,7 +16,7 @@ from devid.cli._common import (
     passphrase_file_option,
     secret,
 )
-from devid.errors import BadInput
+from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import fingerprints
 from devid.keys import KeyType, PrivateFormat, PrivateKey, PublicKey, generate_key, is_token_ref
 from devid.loading import load_public_key
@@ -188,3 +189,29 @@ def _is_private_file(ref: str) -> bool:
     except OSError:
         return False
     return b"PRIVATE KEY" in head or head.startswith(b"PuTTY-User-Key-File")
+
+
+@key.command()
+@click.argument("ref", metavar="REF")
+@click.option(
+    "--for", "service", required=True,
+    type=click.Choice(["codecommit", "ec2", "ec2-windows", "iot"]),
+    help="The AWS service the key is meant for.",
+)  # fmt: skip
+@json_option
+@examples(
+    """
+devid key check ~/.ssh/codecommit_rsa.pub --for codecommit
+devid key check 'pkcs11:token=factory;object=device-key' --for iot --json
+"""
+)
+def check(ref: str, service: str, as_json: bool) -> None:
+    """Pre-flight: does REF fit what the AWS service accepts? Exit 0 if so, 1 if not.
+
+    CodeCommit: RSA >= 2048. EC2: RSA 1024/2048/4096 or Ed25519. ec2-windows: RSA only.
+    IoT: RSA >= 2048 or EC P-256/P-384/P-521.
+    """
+    verdict = policy.check(_public_of(ref), policy.Service.parse(service))
+    emit(verdict.as_dict(), as_json=as_json, text=verdict.reason if verdict.ok else None)
+    if not verdict.ok:
+        raise CheckFailed(verdict.reason)
