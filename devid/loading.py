@@ -27,6 +27,7 @@ PassphraseSource = Callable[[], bytes]
 
 _SUPPORTED_PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
 _SUPPORTED_PUBLIC = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+_WRONG_PASSPHRASE = ("password", "decrypt", "checksum")
 _RFC4716 = re.compile(
     rb"---- BEGIN SSH2 PUBLIC KEY ----\r?\n(?P<body>.*?)---- END SSH2 PUBLIC KEY ----", re.S
 )
@@ -68,13 +69,15 @@ def parse_private_key(
         except TypeError as exc:
             if passphrase is None:
                 raise PassphraseRequired(f"{where} is encrypted; a passphrase is needed") from exc
-            raise BadInput(f"{where} is not encrypted; do not give a passphrase") from exc
+            # Not encrypted: a passphrase from DEVID_PASSPHRASE or a file is simply not
+            # needed (openssl and ssh-keygen ignore it too), so load the key without it.
+            return parse_private_key(data, where=where)
         except UnsupportedAlgorithm as exc:
             raise BadInput(f"{where}: unsupported key algorithm") from exc
         except ValueError as exc:
-            if passphrase is not None and "password" in str(exc).lower():
-                raise BadInput(f"{where}: wrong passphrase") from exc
-            if passphrase is not None and "decrypt" in str(exc).lower():
+            # cryptography says "Incorrect password, could not decrypt key" for PEM and
+            # "Corrupt data: broken checksum" for an OpenSSH key decrypted with the wrong one.
+            if passphrase is not None and any(w in str(exc).lower() for w in _WRONG_PASSPHRASE):
                 raise BadInput(f"{where}: wrong passphrase") from exc
     raise BadInput(f"{where} is not a private key devid can read (PEM, DER, OpenSSH or PPK)")
 
@@ -154,7 +157,9 @@ def _from_der(der: bytes, where: str) -> PublicKey | None:
     for parse in parsers:
         try:
             return _check_public(parse(der), where)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except TypeError as exc:  # an encrypted DER PKCS#8 key: the public half needs it
+            raise PassphraseRequired(f"{where} is encrypted; a passphrase is needed") from exc
+        except (ValueError, UnsupportedAlgorithm):
             continue
     return None
 
@@ -179,7 +184,7 @@ def parse_public_key(data: bytes, *, where: str = "key") -> PublicKey:
     except ValueError as exc:
         raise BadInput(f"{where}: malformed PEM ({exc})") from exc
     if ppk.is_ppk(data):
-        return parse_private_key(data, where=where).public_key()
+        return _check_public(ppk.load_public(data), where)
     if b"-----BEGIN" in data:
         return parse_private_key(data, where=where).public_key()
     stripped = data.strip()
@@ -193,6 +198,19 @@ def parse_public_key(data: bytes, *, where: str = "key") -> PublicKey:
     if found is None:
         raise BadInput(f"{where} holds no public key devid can read")
     return found
+
+
+def looks_private(data: bytes) -> bool:
+    """True if *data* holds a private key (PEM, OpenSSH, PPK or DER), encrypted or not."""
+    if ppk.is_ppk(data) or b"PRIVATE KEY-----" in data:
+        return True
+    try:
+        serialization.load_der_private_key(data, None)
+    except TypeError:  # an encrypted DER PKCS#8 key
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def load_public_key(ref: str) -> PublicKey:

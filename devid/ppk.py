@@ -100,6 +100,17 @@ def load_ppk(data: bytes, passphrase: bytes | None = None) -> tuple[PrivateKey, 
     return key, ppk.comment.decode("utf-8", "replace")
 
 
+def load_public(data: bytes) -> _PublicKey:
+    """The public key of a PPK v2/v3 file, encrypted or not, without a passphrase.
+
+    PuTTY keeps the public blob in clear. Without the passphrase the MAC cannot be checked,
+    so the answer is as trustworthy as a ``.pub`` file lying beside a key: fine for showing
+    fingerprints and matching keys, not a proof that the private half fits.
+    """
+    ppk = _parse(data)
+    return _public_key(ppk.algorithm, ppk.public)
+
+
 def dump_ppk(
     key: PrivateKey, *, comment: str = "", version: int = 3, passphrase: bytes | None = None
 ) -> bytes:

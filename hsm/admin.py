@@ -75,13 +75,15 @@ def list_tokens(module_path: str | None = None) -> list[TokenInfo]:
 def load_key(uri: Pkcs11Uri | str) -> TokenPrivateKey:
     """The token private key *uri* names, as a cryptography private key."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
-    session = session_for(parsed)
-    obj = find_private(session, parsed)
-    key_id = bytes(_get(obj, Attribute.ID) or b"")
-    label = str(_get(obj, Attribute.LABEL) or "")
-    token = find_token(parsed)
-    base = parsed.with_(type=None, object_label=None, id=None)
-    return token_key(TokenKeyHandle(uri=base, key_id=key_id, label=label, token_label=token.label))
+    with TOKEN_LOCK:  # atomic: a module refresh between the steps would stale the handles
+        session = session_for(parsed)
+        obj = find_private(session, parsed)
+        key_id = bytes(_get(obj, Attribute.ID) or b"")
+        label = str(_get(obj, Attribute.LABEL) or "")
+        token = find_token(parsed)
+        base = parsed.with_(type=None, object_label=None, id=None)
+        handle = TokenKeyHandle(uri=base, key_id=key_id, label=label, token_label=token.label)
+        return token_key(handle)
 
 
 def _get(obj: pkcs11.Object, attribute: Attribute) -> Any:
@@ -106,6 +108,11 @@ def _size(obj: pkcs11.Object, key_type: Any) -> str:
 def list_keys(uri: Pkcs11Uri | str) -> list[KeyInfo]:
     """Private keys, public keys and certificates on the token (filtered by the URI)."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
+    with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
+        return _list_keys(parsed)
+
+
+def _list_keys(parsed: Pkcs11Uri) -> list[KeyInfo]:
     session = session_for(parsed)
     base = parsed.with_(object_label=None, id=None, type=None, pin_value=None, pin_source=None)
     wanted = {
@@ -153,10 +160,11 @@ def _info(obj: pkcs11.Object, type_name: str, base: Pkcs11Uri) -> KeyInfo:
 def delete_key(uri: Pkcs11Uri | str) -> int:
     """Delete the key pair (and certificate) *uri* names; returns the number of objects."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
-    session = session_for(parsed)
-    key = find_private(session, parsed)  # fails clearly on none / ambiguous
-    key_id = bytes(_get(key, Attribute.ID) or b"")
-    return delete_objects(session, parsed.with_(object_label=None, id=key_id, type=None))
+    with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
+        session = session_for(parsed)
+        key = find_private(session, parsed)  # fails clearly on none / ambiguous
+        key_id = bytes(_get(key, Attribute.ID) or b"")
+        return delete_objects(session, parsed.with_(object_label=None, id=key_id, type=None))
 
 
 def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:

@@ -17,8 +17,15 @@ class HsmError(Exception):
     exit_code: int = 3
 
     def __init__(self, message: str) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.message = message
+
+
+def one_line(text: str) -> str:
+    """*text* with control characters escaped: labels, paths and URIs come from users and
+    tokens, and a newline in one must not split an error over several lines."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class UriError(HsmError):

@@ -127,6 +127,13 @@ def generate_keypair(
     *replace* is true, in which case the old objects are destroyed first. *decrypt* also
     allows RSA PKCS#1 v1.5 decryption (EC2 Windows passwords).
     """
+    with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
+        return _generate_keypair(uri, spec, label=label, replace=replace, decrypt=decrypt)
+
+
+def _generate_keypair(
+    uri: Pkcs11Uri, spec: TokenKeySpec, *, label: str, replace: bool, decrypt: bool
+) -> TokenPrivateKey:
     session = session_for(uri)
     token = find_token(uri)
     by_label = uri.with_(object_label=label, id=None, type=None)

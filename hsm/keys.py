@@ -68,8 +68,10 @@ class _TokenKey:
         return self._handle.reference()
 
     def _run(self, what: str, data: bytes, mechanism: Mechanism, param: Any = None) -> bytes:
-        obj: Any = self._handle.private_object()
         with TOKEN_LOCK:
+            # Find the object under the same lock as the call: a module refresh in another
+            # thread in between would leave a stale object handle.
+            obj: Any = self._handle.private_object()
             try:
                 if what == "decrypt":
                     out = obj.decrypt(data, mechanism=mechanism, mechanism_param=param)
@@ -123,7 +125,8 @@ class TokenRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         if hash_alg.name not in _DIGEST_INFO:
             raise MechanismUnsupported(f"{hash_alg.name} is not supported for token RSA keys")
         if isinstance(padding, pad.PSS):
-            mech, mgf = _PSS_HASH[hash_alg.name]
+            mech, _ = _PSS_HASH[hash_alg.name]
+            mgf = _pss_mgf(padding)
             salt = _pss_salt_length(padding, self.key_size, hash_alg)
             return self._run("signing", digest, Mechanism.RSA_PKCS_PSS, (mech, mgf, salt))
         if isinstance(padding, pad.PKCS1v15):
@@ -134,6 +137,15 @@ class TokenRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         if not isinstance(padding, pad.PKCS1v15):
             raise MechanismUnsupported("token RSA keys decrypt with PKCS#1 v1.5 padding only")
         return self._run("decrypt", ciphertext, Mechanism.RSA_PKCS)
+
+
+def _pss_mgf(pss: pad.PSS) -> MGF:
+    # The MGF1 hash is the padding's own, which may differ from the message hash (the
+    # AlgorithmIdentifier cryptography writes into a certificate or CSR names both).
+    mgf_hash: Any = getattr(pss.mgf, "_algorithm", None)
+    if not isinstance(pss.mgf, pad.MGF1) or mgf_hash is None or mgf_hash.name not in _PSS_HASH:
+        raise MechanismUnsupported("token RSA-PSS keys need MGF1 with SHA-1 or SHA-2")
+    return _PSS_HASH[mgf_hash.name][1]
 
 
 def _pss_salt_length(pss: pad.PSS, key_size: int, hash_alg: hashes.HashAlgorithm) -> int:

@@ -38,9 +38,16 @@ _loaded: dict[str, tuple[Lib, int]] = {}
 def _after_fork_in_child() -> None:
     global _generation
     _generation += 1
+    TOKEN_LOCK.release()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# Hold the lock across fork: a child forked while another thread was inside the module
+# would inherit a lock owned by a thread that does not exist in it, and deadlock.
+os.register_at_fork(
+    before=TOKEN_LOCK.acquire,
+    after_in_parent=TOKEN_LOCK.release,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def generation() -> int:

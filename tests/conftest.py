@@ -197,8 +197,17 @@ def _start_moto(tmp: Path, config: dict[str, object] | None) -> Iterator[MotoSer
         pytest.fail("moto_server not found: pip install 'moto[server]' (scripts/setup does)")
     port = _free_port()
     log = (tmp / f"moto-{port}.log").open("wb")
+    # moto 5.2's POST /moto-api/config ignores the "iot" section (use_valid_cert): set the
+    # whole config inside the server process before it starts.
+    boot = (
+        "import json, sys; from moto.core.config import default_user_config; "
+        "default_user_config.update(json.loads(sys.argv.pop(1))); "
+        "from moto.server import main; main()"
+    )
     proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-c", boot, json.dumps(config or {}), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -240,3 +249,122 @@ def moto(moto_server: MotoServer) -> MotoServer:
     """The session moto server, emptied before the test."""
     moto_server.reset()
     return moto_server
+
+
+_GENPKEY_ARGS = {
+    "rsa-1024": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+    "rsa-2048": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    "rsa-3072": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+    "rsa-4096": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
+    "ec-p256": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    "ec-p384": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+    "ec-p521": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+    "ed25519": ["-algorithm", "ED25519"],
+}
+
+
+@pytest.fixture(scope="session")
+def openssl_key(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``openssl_key("rsa-2048")``: a PEM PKCS#8 key made by ``openssl genpkey``.
+
+    One key per kind per session (RSA-4096 is slow to make); treat the file as read-only.
+    """
+    directory = tmp_path_factory.mktemp("openssl-keys")
+    made: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in made:
+            path = directory / f"{kind}.pem"
+            run_tool("openssl", "genpkey", *_GENPKEY_ARGS[kind], "-out", str(path))
+            made[kind] = path
+        return made[kind]
+
+    return make
+
+
+@pytest.fixture
+def iam_user(moto: MotoServer) -> str:
+    """A new IAM user on the moto server (for the SSH-key tests); returns its name."""
+    import boto3
+
+    name = unique("iam-user")
+    boto3.client("iam", endpoint_url=moto.url, region_name=moto.region).create_user(UserName=name)
+    return name
+
+
+@pytest.fixture
+def ssh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME with an empty ``~/.ssh`` (0700): ~/.ssh/config is the test's own."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+# --- PKI (issue 5): a private DEVID_HOME, key files and token key references -----------------
+
+
+@pytest.fixture
+def pki_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """DEVID_HOME in the test's directory (CAs, the default inventory); DEVID_STORE unset."""
+    home = tmp_path / "devid-home"
+    monkeypatch.setenv("DEVID_HOME", str(home))
+    monkeypatch.delenv("DEVID_STORE", raising=False)
+    monkeypatch.delenv("DEVID_PASSPHRASE", raising=False)
+    return home
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Callable[[str], Path]:
+    """``key_file("ec-p256")``: a new software key file of a devid key type."""
+    from devid.keys import KeyType, generate_key
+
+    def make(key_type: str) -> Path:
+        path = tmp_path / f"{unique(key_type)}.key"
+        generate_key(KeyType(key_type), out=path)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def token_ref(token_key_factory: Callable[..., object]) -> Callable[[str], str]:
+    """``token_ref("ec-p256")``: a new token key, as its ``pkcs11:`` reference."""
+
+    def make(key_type: str) -> str:
+        return str(token_key_factory(key_type).reference)  # type: ignore[attr-defined]
+
+    return make
+
+
+# --- device provisioning and rotation (issue 5): a root and an issuing CA ---------------------
+
+
+@dataclass
+class DevicePki:
+    root: Path  # root CA certificate (PEM); its key is a file
+    issuing: Path  # issuing CA certificate (PEM), signed by the root; its key is on the token
+    token: str  # the token URI device keys go on
+
+
+@pytest.fixture
+def device_pki(
+    pki_home: Path, token_uri: str, key_file: Callable[[str], Path], token_ref: Callable[[str], str]
+) -> DevicePki:
+    """CAs ``root`` and ``issuing`` in a private DEVID_HOME, made 400 days ago (so tests can
+    issue certificates that are due for renewal today)."""
+    import datetime as dt
+
+    from devid.pki.ca import CaRequest, init_ca
+    from devid.store import open_store
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    store = open_store()
+    try:
+        root = init_ca(CaRequest("root", str(key_file("ec-p256"))), store=store, now=past)
+        issuing = init_ca(
+            CaRequest("issuing", token_ref("ec-p256"), parent="root"), store=store, now=past
+        )
+    finally:
+        store.close()
+    return DevicePki(root.directory / "ca.pem", issuing.directory / "ca.pem", token_uri)

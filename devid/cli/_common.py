@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import inspect
 import json
 import os
 import shutil
@@ -119,7 +120,7 @@ def examples(text: str) -> Callable[[F], F]:
     """Append an EXAMPLES section to a command's help (kept verbatim by click)."""
 
     def decorate(func: F) -> F:
-        doc = (func.__doc__ or "").rstrip()
+        doc = inspect.cleandoc(func.__doc__ or "")
         lines = "\n".join(f"  {line}" if line else "" for line in text.strip().splitlines())
         func.__doc__ = f"{doc}\n\n\b\nEXAMPLES\n{lines}\n"
         return func

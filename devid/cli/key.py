@@ -16,10 +16,11 @@ from devid.cli._common import (
     passphrase_file_option,
     secret,
 )
-from devid.errors import BadInput, CheckFailed
+from devid.errors import BadInput, CheckFailed, PassphraseRequired
 from devid.fingerprint import fingerprints
+from devid.fsutil import read_input
 from devid.keys import KeyType, PrivateFormat, PrivateKey, PublicKey, generate_key, is_token_ref
-from devid.loading import load_public_key
+from devid.loading import load_public_key, looks_private
 from devid.pubformat import PublicFormat, public_bytes
 
 KEY_TYPES = [k.value for k in KeyType]
@@ -108,14 +109,12 @@ def generate(
     )
 
 
-def _public_of(ref: str) -> PublicKey:
-    if is_token_ref(ref):
-        return load_public_key(ref)
+def _public_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
     try:
         return load_public_key(ref)
-    except BadInput:
+    except PassphraseRequired:
         # An encrypted private key file: its public half needs the passphrase.
-        key_obj: PrivateKey = load_key_ref(ref)
+        key_obj: PrivateKey = load_key_ref(ref, passphrase_file)
         return key_obj.public_key()
 
 
@@ -131,17 +130,20 @@ def _public_of(ref: str) -> PublicKey:
 @click.option("--comment", default="", help="Comment for OpenSSH / RFC 4716 output.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
+@passphrase_file_option
 @examples(
     """
 devid key public 'pkcs11:token=factory;object=device-key'
 devid key public key.pem --format rfc4716 --comment alice@example.com
 """
 )
-def public(ref: str, fmt: str, comment: str, out: Path | None, force: bool) -> None:
+def public(
+    ref: str, fmt: str, comment: str, out: Path | None, force: bool, passphrase_file: str | None
+) -> None:
     """Print the public key of REF (file or pkcs11: URI) as openssh, rfc4716, pem or der."""
     from devid.fsutil import PUBLIC_MODE, write_atomic
 
-    data = public_bytes(_public_of(ref), PublicFormat(fmt), comment=comment)
+    data = public_bytes(_public_of(ref, passphrase_file), PublicFormat(fmt), comment=comment)
     if out is not None:
         write_atomic(out, data, mode=PUBLIC_MODE, force=force)
         return
@@ -153,22 +155,25 @@ def public(ref: str, fmt: str, comment: str, out: Path | None, force: bool) -> N
 
 @key.command()
 @click.argument("ref", metavar="REF")
+@passphrase_file_option
 @json_option
 @examples(
     """
 devid key fingerprint ~/.ssh/id_rsa.pub
 devid key fingerprint 'pkcs11:token=factory;object=device-key' --json
+devid key fingerprint key.pem --passphrase-file pass.txt
 """
 )
-def fingerprint(ref: str, as_json: bool) -> None:
+def fingerprint(ref: str, passphrase_file: str | None, as_json: bool) -> None:
     """Show the OpenSSH, IAM and EC2 fingerprints of REF (any key form or pkcs11: URI)."""
     source: PublicKey | PrivateKey
-    try:
-        source = load_key_ref(ref) if _is_private_file(ref) else _public_of(ref)
-    except BadInput:
-        source = _public_of(ref)
+    if _is_private_file(ref):  # EC2's created-key fingerprint needs the private key
+        source = load_key_ref(ref, passphrase_file)
+    else:
+        source = _public_of(ref, passphrase_file)
     fp = fingerprints(source)
-    text = [f"{fp.bits} {fp.openssh_sha256} ({fp.type.upper()})", f"{fp.bits} {fp.openssh_md5}"]
+    label = _SSH_KEYGEN_NAMES[fp.type]
+    text = [f"{fp.bits} {fp.openssh_sha256} ({label})", f"{fp.bits} {fp.openssh_md5} ({label})"]
     text.append(f"iam_md5      {fp.iam_md5}")
     text.append(f"ec2          {fp.ec2 or '(not an EC2 key type)'}")
     if fp.type == "rsa":
@@ -181,14 +186,12 @@ def fingerprint(ref: str, as_json: bool) -> None:
     emit(fp.as_dict(), as_json=as_json, text=text)
 
 
+#: the key type names ``ssh-keygen -l`` prints, so the first two lines read alike
+_SSH_KEYGEN_NAMES = {"rsa": "RSA", "ec": "ECDSA", "ed25519": "ED25519"}
+
+
 def _is_private_file(ref: str) -> bool:
-    if is_token_ref(ref):
-        return False
-    try:
-        head = Path(ref).read_bytes()[:4096]
-    except OSError:
-        return False
-    return b"PRIVATE KEY" in head or head.startswith(b"PuTTY-User-Key-File")
+    return not is_token_ref(ref) and looks_private(read_input(ref, what="key file"))
 
 
 @key.command()
@@ -198,6 +201,7 @@ def _is_private_file(ref: str) -> bool:
     type=click.Choice(["codecommit", "ec2", "ec2-windows", "iot"]),
     help="The AWS service the key is meant for.",
 )  # fmt: skip
+@passphrase_file_option
 @json_option
 @examples(
     """
@@ -205,13 +209,13 @@ devid key check ~/.ssh/codecommit_rsa.pub --for codecommit
 devid key check 'pkcs11:token=factory;object=device-key' --for iot --json
 """
 )
-def check(ref: str, service: str, as_json: bool) -> None:
+def check(ref: str, service: str, passphrase_file: str | None, as_json: bool) -> None:
     """Pre-flight: does REF fit what the AWS service accepts? Exit 0 if so, 1 if not.
 
     CodeCommit: RSA >= 2048. EC2: RSA 1024/2048/4096 or Ed25519. ec2-windows: RSA only.
     IoT: RSA >= 2048 or EC P-256/P-384/P-521.
     """
-    verdict = policy.check(_public_of(ref), policy.Service.parse(service))
+    verdict = policy.check(_public_of(ref, passphrase_file), policy.Service.parse(service))
     emit(verdict.as_dict(), as_json=as_json, text=verdict.reason if verdict.ok else None)
     if not verdict.ok:
         raise CheckFailed(verdict.reason)
