@@ -1,0 +1,48 @@
+"""Options and helpers the PKI commands (ca, csr, cert, crl) share."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+
+from devid.cli._common import load_key_ref
+from devid.keys import PrivateKey
+from devid.store import Store, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_option(func: F) -> F:
+    """``--store URL``: the inventory (else DEVID_STORE, else SQLite in DEVID_HOME)."""
+    return click.option(
+        "--store",
+        "store_url",
+        metavar="URL",
+        help="Inventory URL, e.g. sqlite:///path/inventory.sqlite (else DEVID_STORE).",
+    )(func)
+
+
+@contextlib.contextmanager
+def store_from(url: str | None) -> Iterator[Store]:
+    """The inventory for one command, closed when it is done."""
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def key_loader(passphrase_file: str | None) -> Callable[[str], PrivateKey]:
+    """Load CA keys the way every command does: token URI, or a file (passphrase if needed)."""
+
+    def load(ref: str) -> PrivateKey:
+        return load_key_ref(ref, passphrase_file)
+
+    return load
+
+
+def days_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--days", type=click.IntRange(min=1), help=help_text)

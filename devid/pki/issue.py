@@ -1,0 +1,220 @@
+"""Issuing certificates: check the CSR, apply the profile, sign, record, write.
+
+Serials are 159-bit positive random numbers (x509.random_serial_number, at least 64 bits as
+CA/B Forum BR 7.1 asks). Uniqueness is the inventory's job: its UNIQUE constraint refuses a
+repeated serial and the issuer signs that certificate again with a fresh one. The records and
+the written file are one transaction: if the file cannot be written nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from devid.durations import utcnow
+from devid.errors import BadInput, Conflict
+from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
+from devid.keys import PrivateKey
+from devid.pki import certs
+from devid.pki.build import CertificateSpec, sign_certificate
+from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
+from devid.pki.names import common_name, general_name_text, unique_names
+from devid.pki.profiles import Profile, check_device_id
+from devid.store import CertRecord, Event, Store
+
+SerialSource = Callable[[], int]
+BACKDATE = dt.timedelta(minutes=1)  # tolerate devices whose clocks run a little behind
+MAX_ATTEMPTS = 5
+_SAN_KIND = {
+    x509.DNSName: "dns",
+    x509.UniformResourceIdentifier: "uri",
+    x509.IPAddress: "ip",
+    x509.RFC822Name: "email",
+}
+
+
+def random_serial() -> int:
+    while True:
+        serial = x509.random_serial_number()
+        if serial.bit_length() >= 64:
+            return serial
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    """One certificate to issue for *csr* under *profile*; the rest is recorded with it."""
+
+    csr: x509.CertificateSigningRequest
+    profile: Profile
+    days: int | None = None
+    device_id: str | None = None
+    key_ref: str | None = None
+    path: str | None = None
+    replaces: str | None = None
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: x509.Certificate
+    record: CertRecord
+    request: IssueRequest
+
+
+def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
+    """Refuse a CSR whose signature does not verify or whose key the profile finds weak."""
+    try:
+        valid = csr.is_signature_valid
+    except Exception as exc:  # cryptography raises for unsupported signature algorithms
+        raise BadInput(f"cannot check the CSR signature: {exc}") from exc
+    if not valid:
+        raise BadInput("the CSR signature does not verify; it was altered or signed by another key")
+    profile.keys.check(csr.public_key(), profile=profile.name)
+
+
+def _device_id(request: IssueRequest) -> str | None:
+    if request.device_id is not None:
+        return check_device_id(request.device_id)
+    if request.profile.device_sans:
+        cn = common_name(request.csr.subject)
+        if cn is None:
+            raise BadInput("the device profile needs --device-id (the CSR has no CN)")
+        try:
+            return check_device_id(cn)
+        except BadInput as exc:
+            raise BadInput(f"the CSR's CN {cn!r} is not a device id; give --device-id") from exc
+    return None
+
+
+def _sans(request: IssueRequest, device_id: str | None) -> tuple[x509.GeneralName, ...]:
+    profile = request.profile
+    requested = certs.sans_of(request.csr)
+    for name in requested:
+        if _SAN_KIND.get(type(name)) not in profile.san_kinds:
+            kinds = ", ".join(sorted(profile.san_kinds))
+            raise BadInput(
+                f"the {profile.name} profile does not allow the SAN {general_name_text(name)}; "
+                f"allowed kinds: {kinds}"
+            )
+    sans = unique_names([*requested, *profile.extra_sans(device_id)])
+    if profile.san_required and not sans:
+        raise BadInput(f"the {profile.name} profile needs a SAN; put one in the CSR")
+    return tuple(sans)
+
+
+def plan(
+    ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, serial: int
+) -> CertificateSpec:
+    """What the certificate for *request* will hold (everything checked, nothing signed)."""
+    profile = request.profile
+    check_csr(request.csr, profile)
+    device_id = _device_id(request)
+    subject = profile.subject_for(device_id) or request.csr.subject
+    if len(subject) == 0 and device_id is not None:
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, device_id)])
+    days = request.days if request.days is not None else profile.days
+    if days < 1:
+        raise BadInput("--days must be at least 1")
+    return CertificateSpec(
+        subject=subject,
+        public_key=request.csr.public_key(),  # type: ignore[arg-type]  # checked by KeyRules
+        profile=profile,
+        serial=serial,
+        not_before=max(now - BACKDATE, ca.certificate.not_valid_before_utc),
+        not_after=min(now + dt.timedelta(days=days), ca.certificate.not_valid_after_utc),
+        sans=_sans(request, device_id),
+        crl_url=ca.config.crl_url,
+    )
+
+
+def _sign(
+    ca: CertificateAuthority, spec: CertificateSpec, request: IssueRequest, key: PrivateKey
+) -> Issued:
+    cert = sign_certificate(spec, issuer=ca.certificate, key=key)
+    device_id = _device_id(request)
+    record = certs.certificate_record(
+        cert,
+        ca=ca.name,
+        profile=request.profile.name,
+        key_ref=key_reference(request.key_ref) if request.key_ref else None,
+        device_id=device_id,
+        path=request.path,
+        replaces=request.replaces,
+    )
+    return Issued(cert, record, request)
+
+
+def _issue_event(item: Issued) -> Event:
+    detail = {"profile": item.record.profile, "device_id": item.record.device_id}
+    return Event("cert.issue", ca=item.record.ca, serial=item.record.serial, detail=detail)
+
+
+def issue_many(
+    ca: CertificateAuthority,
+    requests: Sequence[IssueRequest],
+    *,
+    store: Store,
+    key: PrivateKey | None = None,
+    loader: KeyLoader | None = None,
+    now: dt.datetime | None = None,
+    serials: SerialSource = random_serial,
+    before_commit: Callable[[list[Issued]], None] | None = None,
+) -> list[Issued]:
+    """Issue a certificate for each request and record them all in one transaction.
+
+    Every request is checked before anything is signed. *before_commit* runs inside the
+    transaction (e.g. to write files); if it raises, nothing is recorded.
+    """
+    now = (now or utcnow()).replace(microsecond=0)
+    ca.check_valid(now)
+    specs = [plan(ca, r, now, serials()) for r in requests]
+    signer = key or ca.signing_key(loader)
+    issued = [_sign(ca, s, r, signer) for s, r in zip(specs, requests, strict=True)]
+    with store.transaction():
+        ensure_recorded(store, ca)
+        pending = list(range(len(issued)))
+        for _ in range(MAX_ATTEMPTS):
+            refused = store.add_certificates([issued[n].record for n in pending])
+            pending = [pending[i] for i in refused]
+            if not pending:
+                break
+            for n in pending:  # a serial already in use: sign again with a fresh one
+                spec = dataclasses.replace(specs[n], serial=serials())
+                issued[n] = _sign(ca, spec, requests[n], signer)
+        else:
+            raise Conflict("could not find an unused serial; the inventory may be corrupt")
+        store.add_events([_issue_event(item) for item in issued])
+        if before_commit is not None:
+            before_commit(issued)
+    return issued
+
+
+def issue(
+    ca: CertificateAuthority,
+    request: IssueRequest,
+    *,
+    store: Store,
+    out: Path | None = None,
+    force: bool = False,
+    chain: bool = False,
+    loader: KeyLoader | None = None,
+    now: dt.datetime | None = None,
+    serials: SerialSource = random_serial,
+) -> Issued:
+    """Issue one certificate; with *out*, write it (and the chain) there atomically."""
+    if out is not None:
+        refuse_existing(out, force=force)
+        request = dataclasses.replace(request, path=str(out.expanduser().resolve()))
+
+    def write(items: list[Issued]) -> None:
+        if out is not None:
+            parts = [items[0].certificate, *(ca.intermediates if chain else ())]
+            write_atomic(out, b"".join(certs.pem(c) for c in parts), mode=PUBLIC_MODE, force=force)
+
+    return issue_many(
+        ca, [request], store=store, loader=loader, now=now, serials=serials, before_commit=write
+    )[0]

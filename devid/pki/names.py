@@ -1,0 +1,141 @@
+"""Distinguished names (RFC 4514 text) and subject alternative names (``dns:``, ``uri:`` ...).
+
+``--subject "CN=dev1,O=Acme,C=DE"`` and ``--san dns:dev1.example.com --san uri:urn:dev:1
+--san ip:10.0.0.1 --san email:ops@example.com``; name constraints add ``permit:``/``exclude:``
+in front (``permit:dns:.example.com``, ``exclude:ip:10.0.0.0/8``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from devid.errors import BadInput
+
+SAN_KINDS = ("dns", "uri", "ip", "email")
+_DNS = re.compile(
+    r"(\*\.)?([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*",
+    re.IGNORECASE,
+)
+_URI = re.compile(r"[a-z][a-z0-9+.-]*:\S+", re.IGNORECASE)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def parse_name(text: str) -> x509.Name:
+    """An RFC 4514 string (``CN=dev1,O=Acme,C=DE``) as an X.509 name."""
+    if not text.strip():
+        raise BadInput("empty subject; give a name like 'CN=device-1,O=Acme'")
+    try:
+        return x509.Name.from_rfc4514_string(text)
+    except ValueError as exc:  # also C= values that are not two letters
+        raise BadInput(f"malformed subject {text!r}: {exc}") from exc
+
+
+def is_dns_name(text: str) -> bool:
+    return len(text) <= 253 and _DNS.fullmatch(text) is not None
+
+
+def _general_name(kind: str, value: str, *, network: bool) -> x509.GeneralName:
+    if kind == "dns":
+        if not is_dns_name(value.lstrip(".") if network else value):
+            raise BadInput(f"malformed DNS name {value!r}")
+        return x509.DNSName(value)
+    # In name constraints (RFC 5280 4.2.1.10) URI and email subtrees name hosts or domains.
+    domain = network and is_dns_name(value.lstrip("."))
+    if kind == "uri":
+        if not domain and (network or not _URI.fullmatch(value)):
+            what = "host or .domain" if network else "URI; it needs a scheme, e.g. urn:dev:1"
+            raise BadInput(f"malformed {what} {value!r}")
+        return x509.UniformResourceIdentifier(value)
+    if kind == "email":
+        if not domain and not _EMAIL.fullmatch(value):
+            raise BadInput(f"malformed email address {value!r}")
+        return x509.RFC822Name(value)
+    try:
+        ip = ipaddress.ip_network(value) if network else ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise BadInput(f"malformed IP {'network' if network else 'address'} {value!r}") from exc
+    return x509.IPAddress(ip)
+
+
+def parse_san(text: str) -> x509.GeneralName:
+    """``dns:NAME``, ``uri:URI``, ``ip:ADDRESS`` or ``email:ADDRESS``."""
+    kind, sep, value = text.partition(":")
+    if not sep or kind.lower() not in SAN_KINDS or not value:
+        raise BadInput(f"malformed SAN {text!r}; use dns:, uri:, ip: or email: before the value")
+    return _general_name(kind.lower(), value, network=False)
+
+
+def parse_sans(texts: Iterable[str]) -> list[x509.GeneralName]:
+    return unique_names(parse_san(t) for t in texts)
+
+
+def unique_names(names: Iterable[x509.GeneralName]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for name in names:
+        if name not in out:
+            out.append(name)
+    return out
+
+
+@dataclass(frozen=True)
+class NameConstraints:
+    """Permitted and excluded subtrees for a CA certificate (RFC 5280 section 4.2.1.10)."""
+
+    permitted: tuple[x509.GeneralName, ...] = ()
+    excluded: tuple[x509.GeneralName, ...] = ()
+
+    def extension(self) -> x509.NameConstraints | None:
+        if not self.permitted and not self.excluded:
+            return None
+        return x509.NameConstraints(
+            permitted_subtrees=list(self.permitted) or None,
+            excluded_subtrees=list(self.excluded) or None,
+        )
+
+
+def parse_name_constraints(texts: Iterable[str]) -> NameConstraints:
+    """``permit:dns:.example.com``, ``exclude:ip:10.0.0.0/8``, ``permit:email:example.com`` ..."""
+    permitted: list[x509.GeneralName] = []
+    excluded: list[x509.GeneralName] = []
+    for text in texts:
+        mode, _, rest = text.partition(":")
+        kind, sep, value = rest.partition(":")
+        if mode.lower() not in ("permit", "exclude") or not sep or kind.lower() not in SAN_KINDS:
+            raise BadInput(
+                f"malformed name constraint {text!r}; use permit:|exclude: then dns:, uri:, "
+                "ip: (a network, e.g. 10.0.0.0/8) or email:"
+            )
+        if not value:
+            raise BadInput(f"malformed name constraint {text!r}: empty value")
+        name = _general_name(kind.lower(), value, network=True)
+        (permitted if mode.lower() == "permit" else excluded).append(name)
+    return NameConstraints(tuple(unique_names(permitted)), tuple(unique_names(excluded)))
+
+
+def general_name_text(name: x509.GeneralName) -> str:
+    """The ``kind:value`` text for *name*, as ``--san`` takes it."""
+    if isinstance(name, x509.DNSName):
+        return f"dns:{name.value}"
+    if isinstance(name, x509.UniformResourceIdentifier):
+        return f"uri:{name.value}"
+    if isinstance(name, x509.IPAddress):
+        return f"ip:{name.value}"
+    if isinstance(name, x509.RFC822Name):
+        return f"email:{name.value}"
+    if isinstance(name, x509.DirectoryName):
+        return f"dirname:{name.value.rfc4514_string()}"
+    return f"{type(name).__name__}:{name.value!r}"
+
+
+def name_text(name: x509.Name) -> str:
+    return name.rfc4514_string()
+
+
+def common_name(name: x509.Name) -> str | None:
+    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(values[0].value) if values else None
