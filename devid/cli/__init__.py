@@ -40,6 +40,37 @@ def _register() -> None:
 
     cli.add_command(key_cli.key)
     cli.add_command(hsm_cli.hsm)
+    from devid.cli import ec2 as ec2_cli
+    from devid.cli import key_convert  # noqa: F401  (adds 'devid key convert')
+
+    cli.add_command(ec2_cli.ec2)
+    from devid.cli import ssh as ssh_cli
+
+    cli.add_command(ssh_cli.ssh)
+    from devid.cli import device as device_cli
+
+    cli.add_command(device_cli.device)
+    from devid.cli import iot as iot_cli
+    from devid.cli import iot_aws  # noqa: F401  (adds 'devid iot register-ca', ...)
+
+    cli.add_command(iot_cli.iot)
+
+    from devid.cli import ca as ca_cli
+    from devid.cli import cert as cert_cli
+    from devid.cli import crl as crl_cli
+    from devid.cli import csr as csr_cli
+
+    cli.add_command(ca_cli.ca)
+    cli.add_command(csr_cli.csr)
+    cli.add_command(cert_cli.cert)
+    cli.add_command(crl_cli.crl)
+    from devid.cli import (
+        cert_renewal,  # noqa: F401  (adds 'devid cert needs-renewal')
+        device_provision,  # noqa: F401  (adds 'devid device provision')
+    )
+    from devid.cli import rotate as rotate_cli
+
+    cli.add_command(rotate_cli.rotate)
 
 
 _register()
