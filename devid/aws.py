@@ -33,7 +33,7 @@ def client(service: str, options: AwsOptions) -> Any:
     try:
         session = boto3.session.Session(profile_name=options.profile, region_name=options.region)
         if session.region_name is None:
-            raise EnvironmentProblem("no AWS Region: pass --region or set AWS_REGION")
+            raise EnvironmentProblem("no AWS Region: pass --region or set AWS_DEFAULT_REGION")
         return session.client(service, endpoint_url=options.endpoint_url)
     except botocore.exceptions.ProfileNotFound as exc:
         raise EnvironmentProblem(f"AWS profile not found: {options.profile}") from exc

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pkcs11
 import pkcs11.exceptions as px
 
-from hsm.errors import HsmError, TokenFailure, TokenNotFound, translate
+from hsm.errors import TokenFailure, TokenNotFound, translate
 from hsm.module import TOKEN_LOCK, generation, library, refresh, resolve_module_path
 from hsm.pin import resolve_pin
 from hsm.uri import Pkcs11Uri

@@ -347,17 +347,29 @@ class DevicePki:
     token: str  # the token URI device keys go on
 
 
+def _private_key_ids(token_uri: str) -> set[str]:
+    import hsm
+
+    return {k.id for k in hsm.list_keys(token_uri) if k.object_class == "private"}
+
+
 @pytest.fixture
 def device_pki(
     pki_home: Path, token_uri: str, key_file: Callable[[str], Path], token_ref: Callable[[str], str]
-) -> DevicePki:
+) -> Iterator[DevicePki]:
     """CAs ``root`` and ``issuing`` in a private DEVID_HOME, made 400 days ago (so tests can
-    issue certificates that are due for renewal today)."""
+    issue certificates that are due for renewal today).
+
+    Keys the test leaves on the session token are deleted afterwards: OpenSSH uses at most
+    100 keys from a PKCS#11 module, and the SSH tests' keys must stay among them.
+    """
     import datetime as dt
 
+    import hsm
     from devid.pki.ca import CaRequest, init_ca
     from devid.store import open_store
 
+    before = _private_key_ids(token_uri)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     store = open_store()
     try:
@@ -367,4 +379,6 @@ def device_pki(
         )
     finally:
         store.close()
-    return DevicePki(root.directory / "ca.pem", issuing.directory / "ca.pem", token_uri)
+    yield DevicePki(root.directory / "ca.pem", issuing.directory / "ca.pem", token_uri)
+    for key_id in _private_key_ids(token_uri) - before:
+        hsm.delete_key(hsm.parse_uri(token_uri).with_(id=bytes.fromhex(key_id)))

@@ -51,6 +51,7 @@ def _register() -> None:
 
     cli.add_command(device_cli.device)
     from devid.cli import iot as iot_cli
+    from devid.cli import iot_aws  # noqa: F401  (adds 'devid iot register-ca', ...)
 
     cli.add_command(iot_cli.iot)
 
@@ -63,6 +64,13 @@ def _register() -> None:
     cli.add_command(csr_cli.csr)
     cli.add_command(cert_cli.cert)
     cli.add_command(crl_cli.crl)
+    from devid.cli import (
+        cert_renewal,  # noqa: F401  (adds 'devid cert needs-renewal')
+        device_provision,  # noqa: F401  (adds 'devid device provision')
+    )
+    from devid.cli import rotate as rotate_cli
+
+    cli.add_command(rotate_cli.rotate)
 
 
 _register()

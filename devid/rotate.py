@@ -1,0 +1,441 @@
+"""Rotation: renew inventory certificates before they expire, in place, and record both.
+
+:func:`rotate` finds the current (``issued``) certificates in the inventory that are due
+(:class:`~devid.durations.Threshold`: a span or a fraction of the lifetime before notAfter)
+and renews each one:
+
+* the key is the one recorded with the certificate (a token key signs a fresh CSR on the
+  token; a key file is loaded with the usual passphrase sources), or with ``rekey`` a new
+  token key of the same type labelled ``<label>-r<N>``;
+* the CA issues for the old subject and SANs under the old profile, for the old lifetime
+  (or ``days``);
+* inside the inventory transaction, before its commit: the old certificate becomes
+  ``superseded`` (the new one records ``replaces``), the new certificate replaces the old
+  file atomically (the file keeps its form: with the chain when it had one; a provisioned
+  device's ``chain.pem`` beside it too) and the certificate object on the token. If any of
+  that fails, what was installed is put back, a new key is deleted, and nothing is recorded.
+
+With ``rekey`` the old key stays on the token (with its old certificate object): a device
+in the middle of a connection keeps working, and the action reports it so it can be
+deleted later (``devid hsm delete``).
+
+``at`` moves "now" for choosing what is due (planning, tests); new certificates are always
+issued from the real now. Every renewed certificate can run a reload command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import enum
+import os
+import random
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+import hsm
+from devid.durations import Threshold, utcnow
+from devid.errors import BadInput, CheckFailed, Conflict, DevidError, EnvironmentProblem
+from devid.fsutil import write_atomic
+from devid.keys import KeyType, PrivateKey, is_token_ref
+from devid.loading import load_signing_key
+from devid.pki import certs
+from devid.pki.ca import CertificateAuthority, KeyLoader, load_ca
+from devid.pki.csr import build_csr
+from devid.pki.issue import Issued, IssueRequest, issue_many
+from devid.pki.profiles import PROFILES, Profile
+from devid.provision import DeviceFiles
+from devid.store import CertQuery, CertRecord, Event, Status, Store
+from hsm.certs import load_certificates, store_certificate
+from hsm.errors import HsmError, KeyExists
+
+CA_PROFILES = frozenset({"intermediate", "root"})
+EXEC_TIMEOUT = 300.0
+_REKEYED = re.compile(r"^(?P<base>.*)-r(?P<n>\d+)$")
+#: What jitter sleeps with and draws from; module attributes so tests can replace them.
+SLEEP: Callable[[float], None] = time.sleep
+RANDOM: Callable[[], float] = random.SystemRandom().random
+Undo = list[Callable[[], object]]
+
+
+class Outcome(enum.Enum):
+    RENEWED = "renewed"
+    WOULD_RENEW = "would-renew"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RotationAction:
+    """What happened (or would happen) to one due certificate."""
+
+    outcome: Outcome
+    serial: str
+    ca: str
+    device_id: str | None
+    path: str | None
+    key_ref: str | None
+    not_after: dt.datetime
+    renew_at: dt.datetime
+    new_serial: str | None = None
+    new_not_after: dt.datetime | None = None
+    new_key_ref: str | None = None
+    old_key_kept: str | None = None
+    reason: str | None = None
+    exit_code: int = 0
+    exec_returncode: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.outcome.value,
+            "serial": self.serial,
+            "ca": self.ca,
+            "device_id": self.device_id,
+            "path": self.path,
+            "key_ref": self.key_ref,
+            "not_after": self.not_after.isoformat(),
+            "renew_at": self.renew_at.isoformat(),
+            "new_serial": self.new_serial,
+            "new_not_after": self.new_not_after.isoformat() if self.new_not_after else None,
+            "new_key_ref": self.new_key_ref,
+            "old_key_kept": self.old_key_kept,
+            "reason": self.reason,
+            "exec_returncode": self.exec_returncode,
+        }
+
+
+@dataclass(frozen=True)
+class RotationOptions:
+    threshold: Threshold
+    ca: str | None = None
+    rekey: bool = False
+    dry_run: bool = False
+    days: int | None = None
+    exec_command: tuple[str, ...] = ()
+    at: dt.datetime | None = None
+    jitter: dt.timedelta | None = None
+
+
+def renewal_due(
+    not_before: dt.datetime, not_after: dt.datetime, threshold: Threshold, at: dt.datetime
+) -> tuple[bool, dt.datetime]:
+    """Whether a certificate valid *not_before*..*not_after* is due at *at*, and from when."""
+    renew_at = threshold.renew_at(not_before, not_after)
+    return at >= renew_at, renew_at
+
+
+def due_certificates(
+    store: Store, threshold: Threshold, *, at: dt.datetime, ca: str | None = None
+) -> list[tuple[CertRecord, dt.datetime]]:
+    """Current end-entity certificates due at *at* (CA certificates are not renewed here)."""
+    horizon = at + threshold.span if threshold.span is not None else None
+    query = CertQuery(ca=ca, statuses=(Status.ISSUED,), not_after_before=horizon)
+    due = []
+    for record in store.find_certificates(query):
+        if record.profile in CA_PROFILES:
+            continue
+        is_due, renew_at = renewal_due(record.not_before, record.not_after, threshold, at)
+        if is_due:
+            due.append((record, renew_at))
+    return due
+
+
+@dataclass
+class _Context:
+    """CAs and their keys, loaded once per run."""
+
+    store: Store
+    options: RotationOptions
+    loader: KeyLoader
+    runner: Callable[..., subprocess.CompletedProcess[bytes]]
+    _cas: dict[str, tuple[CertificateAuthority, PrivateKey]] = field(default_factory=dict)
+
+    def ca(self, name: str) -> tuple[CertificateAuthority, PrivateKey]:
+        if name not in self._cas:
+            authority = load_ca(name)
+            authority.check_valid()
+            self._cas[name] = (authority, authority.signing_key(self.loader))
+        return self._cas[name]
+
+
+def _profile(record: CertRecord) -> Profile:
+    # A TOML profile is recorded as "<base>+<file stem>"; the file is not kept, so the
+    # renewal uses the base profile with the old certificate's subject and SANs.
+    base = (record.profile or "").split("+")[0]
+    if base not in PROFILES or base in CA_PROFILES:
+        raise BadInput(f"certificate {record.serial} has no renewable profile ({record.profile})")
+    return PROFILES[base]
+
+
+def _precheck(record: CertRecord, options: RotationOptions) -> None:
+    """What the inventory alone shows cannot be renewed (also reported by a dry run)."""
+    if record.key_ref is None:
+        raise CheckFailed(
+            f"certificate {record.serial} has no key reference recorded; renew it by hand "
+            "('devid csr create' + 'devid cert issue --key-ref')"
+        )
+    token = is_token_ref(record.key_ref)
+    if options.rekey and not token:
+        raise BadInput(f"--rekey makes token keys; {record.key_ref} is a key file")
+    if record.path is None and not token:
+        raise CheckFailed(f"certificate {record.serial} has no file or token to install into")
+    _profile(record)
+
+
+def _lifetime_days(record: CertRecord) -> int:
+    return max(1, round((record.not_after - record.not_before) / dt.timedelta(days=1)))
+
+
+def _new_token_key(old: hsm.TokenPrivateKey) -> hsm.TokenPrivateKey:
+    """A new key of the old one's type on its token, labelled ``<label>-r<N>``."""
+    key_type = KeyType.of(old)
+    if key_type is None:
+        raise BadInput(f"cannot make a new key like {old.reference}")
+    label = old.handle.label
+    match = _REKEYED.match(label)
+    base, first = (match["base"], int(match["n"]) + 1) if match else (label, 2)
+    token = old.handle.uri.with_(object_label=None, id=None, type=None)
+    for n in range(first, first + 1000):
+        try:
+            return hsm.generate_keypair(token, key_type.token_spec(), label=f"{base}-r{n}")
+        except KeyExists:
+            continue
+    raise EnvironmentProblem(f"no free label {base}-r<N> on the token")
+
+
+def _file_content(path: Path, cert: x509.Certificate, ca: CertificateAuthority) -> bytes:
+    """The new file in the old one's form: the certificate, with the chain if it had one."""
+    old = path.read_bytes() if path.is_file() else b""
+    chain = ca.intermediates if old.count(b"-----BEGIN CERTIFICATE-----") > 1 else ()
+    return b"".join(certs.pem(c) for c in (cert, *chain))
+
+
+def _replace_file(path: Path, data: bytes, undo: Undo) -> None:
+    old = path.read_bytes() if path.is_file() else None
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
+    write_atomic(path, data, mode=mode, force=True)
+    if old is None:
+        undo.append(lambda: path.unlink(missing_ok=True))
+    else:
+        undo.append(lambda: write_atomic(path, old, mode=mode, force=True))
+
+
+def _install(
+    record: CertRecord,
+    key: PrivateKey,
+    cert: x509.Certificate,
+    ca: CertificateAuthority,
+    undo: Undo,
+) -> None:
+    """Put *cert* where the old one was: its file (and chain.pem beside it), the token."""
+    if record.path is not None:
+        path = Path(record.path)
+        files = DeviceFiles.beside(path)
+        _replace_file(path, _file_content(path, cert, ca), undo)
+        if files is not None:
+            chain = b"".join(certs.pem(c) for c in (cert, *ca.intermediates))
+            _replace_file(files.chain, chain, undo)
+    if isinstance(key, hsm.TokenPrivateKey):
+        before = load_certificates(key)
+        store_certificate(key, cert)
+        if before:
+            undo.append(lambda: store_certificate(key, before[0]))
+
+
+def _undo(undo: Undo) -> None:
+    for step in reversed(undo):
+        with contextlib.suppress(DevidError, HsmError, OSError):
+            step()
+
+
+def _exec_env(action: RotationAction) -> dict[str, str]:
+    return {
+        "DEVID_CERT_PATH": action.path or "",
+        "DEVID_SERIAL": action.new_serial or "",
+        "DEVID_OLD_SERIAL": action.serial,
+        "DEVID_DEVICE_ID": action.device_id or "",
+        "DEVID_KEY_REF": action.new_key_ref or action.key_ref or "",
+        "DEVID_CA": action.ca,
+        "DEVID_NOT_AFTER": action.new_not_after.isoformat() if action.new_not_after else "",
+    }
+
+
+def run_exec(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    runner: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+) -> int:
+    """Run the reload command (no shell) with *env* added; its output goes to stderr."""
+    try:
+        done = runner(
+            list(command),
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=2,
+            timeout=EXEC_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem(f"--exec: command not found: {command[0]}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise EnvironmentProblem(f"--exec: {command[0]} ran longer than {EXEC_TIMEOUT:g}s") from exc
+    except OSError as exc:
+        raise EnvironmentProblem(f"--exec: cannot run {command[0]}: {exc.strerror}") from exc
+    return done.returncode
+
+
+def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAction:
+    ca, ca_key = ctx.ca(record.ca)
+    old_cert = x509.load_pem_x509_certificate(record.pem.encode())
+    if ca.certificate.not_valid_after_utc <= record.not_after:
+        raise CheckFailed(
+            f"CA {ca.name!r} expires {ca.certificate.not_valid_after_utc:%Y-%m-%d}, no later "
+            f"than certificate {record.serial}; renew the CA first"
+        )
+    assert record.key_ref is not None  # _precheck
+    key = ctx.loader(record.key_ref)
+    if key.public_key() != old_cert.public_key():
+        raise CheckFailed(f"the key {record.key_ref} no longer matches certificate {record.serial}")
+    new_key = (
+        _new_token_key(key) if ctx.options.rekey and isinstance(key, hsm.TokenPrivateKey) else key
+    )
+    new_ref = getattr(new_key, "reference", record.key_ref)
+    undo: Undo = []
+    try:
+        issued = _issue(ctx, record, ca, ca_key, new_key, new_ref, undo)
+    except BaseException:
+        _undo(undo)
+        if new_key is not key:
+            with contextlib.suppress(HsmError):
+                hsm.delete_key(new_ref)
+        raise
+    return RotationAction(
+        Outcome.RENEWED,
+        record.serial,
+        record.ca,
+        record.device_id,
+        record.path,
+        record.key_ref,
+        record.not_after,
+        renew_at,
+        new_serial=issued.record.serial,
+        new_not_after=issued.record.not_after,
+        new_key_ref=new_ref,
+        old_key_kept=record.key_ref if new_key is not key else None,
+    )
+
+
+def _issue(
+    ctx: _Context,
+    record: CertRecord,
+    ca: CertificateAuthority,
+    ca_key: PrivateKey,
+    key: PrivateKey,
+    key_ref: str,
+    undo: Undo,
+) -> Issued:
+    old = x509.load_pem_x509_certificate(record.pem.encode())
+    csr = build_csr(key, old.subject, sans=certs.sans_of(old))
+    request = IssueRequest(
+        csr=csr,
+        profile=_profile(record),
+        days=ctx.options.days or _lifetime_days(record),
+        device_id=record.device_id,
+        key_ref=key_ref,
+        path=record.path,
+        replaces=record.serial,
+    )
+
+    def install(items: list[Issued]) -> None:
+        new = items[0]
+        current = ctx.store.get_certificate(record.serial)
+        if current is None or current.status is not Status.ISSUED:
+            raise Conflict(f"certificate {record.serial} was renewed or revoked meanwhile")
+        ctx.store.set_status(record.serial, Status.SUPERSEDED)
+        detail = {"replaces": record.serial, "rekey": key_ref != record.key_ref}
+        ctx.store.add_event(
+            Event("cert.rotate", ca=record.ca, serial=new.record.serial, detail=detail)
+        )
+        _install(record, key, new.certificate, ca, undo)
+
+    return issue_many(ca, [request], store=ctx.store, key=ca_key, before_commit=install)[0]
+
+
+def _failed(
+    record: CertRecord, renew_at: dt.datetime, exc: DevidError | HsmError
+) -> RotationAction:
+    return RotationAction(
+        Outcome.FAILED,
+        record.serial,
+        record.ca,
+        record.device_id,
+        record.path,
+        record.key_ref,
+        record.not_after,
+        renew_at,
+        reason=str(exc),
+        exit_code=exc.exit_code,
+    )
+
+
+def _after_exec(ctx: _Context, action: RotationAction) -> RotationAction:
+    if not ctx.options.exec_command:
+        return action
+    try:
+        code = run_exec(ctx.options.exec_command, _exec_env(action), ctx.runner)
+    except EnvironmentProblem as exc:
+        return _replace(action, reason=str(exc), exit_code=exc.exit_code)
+    if code != 0:
+        reason = f"--exec {ctx.options.exec_command[0]} exited with {code}"
+        return _replace(action, reason=reason, exit_code=3, exec_returncode=code)
+    return _replace(action, exec_returncode=0)
+
+
+def _replace(action: RotationAction, **changes: Any) -> RotationAction:
+    return dataclasses.replace(action, **changes)
+
+
+def _one(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAction:
+    try:
+        _precheck(record, ctx.options)
+        if ctx.options.dry_run:
+            return RotationAction(
+                Outcome.WOULD_RENEW, record.serial, record.ca, record.device_id, record.path,
+                record.key_ref, record.not_after, renew_at,
+            )  # fmt: skip
+        action = _renew(ctx, record, renew_at)
+    except (DevidError, HsmError) as exc:
+        return _failed(record, renew_at, exc)
+    return _after_exec(ctx, action)
+
+
+def rotate(
+    store: Store,
+    options: RotationOptions,
+    *,
+    loader: KeyLoader | None = None,
+    runner: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+    sleep: Callable[[float], None] | None = None,
+    rng: Callable[[], float] | None = None,
+) -> list[RotationAction]:
+    """Renew every due certificate (see the module docstring); one action each.
+
+    A failure renewing one certificate is reported in its action and the others go on.
+    With ``jitter`` (and not ``dry_run``) first sleep a random time up to it.
+    """
+    if options.jitter is not None and not options.dry_run:
+        seconds = (rng or RANDOM)() * options.jitter.total_seconds()
+        (sleep or SLEEP)(seconds)
+    at = options.at or utcnow()
+    ctx = _Context(store, options, loader or load_signing_key, runner)
+    return [
+        _one(ctx, r, renew_at)
+        for r, renew_at in due_certificates(store, options.threshold, at=at, ca=options.ca)
+    ]

@@ -1,0 +1,393 @@
+"""``devid rotate``: due certificates renewed in place, checked by openssl and pkcs11-tool.
+
+Devices are provisioned "in the past" (the issuer's clock moved back; the CAs are older
+still), so their certificates are due today and the renewed ones, valid from now, are not.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DevicePki, run_tool
+from rotate_support import (
+    cert_public_key_der,
+    certificate_rows,
+    inventory_dump,
+    ok_json,
+    one_error_line,
+    openssl_serial,
+    openssl_verify,
+    provision_at,
+    token_objects,
+    token_public_key_der,
+    tree_snapshot,
+)
+
+import devid.rotate as rotation
+from hsm.errors import TokenFailure
+
+
+def _key_id(device_id: str, label: str | None = None) -> str:
+    objects = token_objects(label or f"device-{device_id}")
+    return next(o["ID"] for o in objects if o["class"] == "Private Key")
+
+
+def _token_certs(label: str) -> list[dict[str, str]]:
+    return [o for o in token_objects(label) if o["class"] == "Certificate"]
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {name: data for name, (data, _mtime) in tree_snapshot(folder).items()}
+
+
+def _same_serial(token_serial: str, serial: str) -> bool:
+    return token_serial.lower().lstrip("0") == serial.lstrip("0")
+
+
+def test_due_certificates_are_renewed_in_place_and_a_second_run_does_nothing(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    due = provision_at(monkeypatch, device_pki, 2, days_ago=340)  # 365 days: 25 left
+    fresh = provision_at(monkeypatch, device_pki, 1)[0]
+    fresh_bytes = fresh.certificate_path.read_bytes()
+
+    actions = ok_json(devid, "rotate", "--before", "30d")
+    assert sorted(a["serial"] for a in actions) == sorted(d.serial for d in due)
+    assert {a["action"] for a in actions} == {"renewed"}
+    by_serial = {a["serial"]: a for a in actions}
+    for old in due:
+        action = by_serial[old.serial]
+        cert = old.certificate_path
+        assert sorted(p.name for p in cert.parent.iterdir()) == ["cert.pem", "chain.pem"]
+        new_serial = openssl_serial(cert)
+        assert new_serial != old.serial and new_serial == action["new_serial"]
+        assert openssl_verify(device_pki, cert).strip() == f"{cert}: OK"
+        assert openssl_serial(old.chain_path) == new_serial  # chain.pem starts with it too
+        assert openssl_verify(device_pki, old.chain_path).strip().endswith(": OK")
+        # same key: the token's public key is the new certificate's
+        assert token_public_key_der(_key_id(old.device_id)) == cert_public_key_der(cert)
+        rows = {r["serial"]: r for r in certificate_rows(pki_home, old.device_id)}
+        assert rows[old.serial]["status"] == "superseded"
+        assert rows[new_serial]["status"] == "issued"
+        assert rows[new_serial]["replaces"] == old.serial
+        assert rows[new_serial]["path"] == str(cert)
+        token_certs = _token_certs(f"device-{old.device_id}")
+        assert len(token_certs) == 1 and _same_serial(token_certs[0]["serial"], new_serial)
+
+    assert fresh.certificate_path.read_bytes() == fresh_bytes
+    assert len(certificate_rows(pki_home, fresh.device_id)) == 1
+
+    assert ok_json(devid, "rotate", "--before", "30d") == []
+    text = devid("rotate", "--before", "30d")
+    assert text.code == 0 and text.out.startswith("nothing to renew") and text.err == ""
+
+
+def test_dry_run_changes_nothing(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    due = provision_at(monkeypatch, device_pki, 2, days_ago=340)
+
+    def state() -> Any:
+        files = {
+            k: v for k, v in tree_snapshot(pki_home).items() if not k.startswith("inventory.sqlite")
+        }
+        return files, inventory_dump(pki_home), token_objects()
+
+    before = state()
+    actions = ok_json(devid, "rotate", "--before", "30d", "--dry-run", "--jitter", "1h")
+    assert sorted(a["serial"] for a in actions) == sorted(d.serial for d in due)
+    assert {a["action"] for a in actions} == {"would-renew"}
+    assert all(a["new_serial"] is None for a in actions)
+    text = devid("rotate", "--before", "30d", "--dry-run")
+    assert text.code == 0 and text.out.count("would renew") == 2
+    # With --before 100% everything issued is due, but never a CA certificate.
+    everything = ok_json(devid, "rotate", "--before", "100%", "--dry-run")
+    assert openssl_serial(device_pki.issuing) not in {a["serial"] for a in everything}
+    assert ok_json(devid, "rotate", "--ca", "root", "--before", "100%", "--dry-run") == []
+    assert state() == before
+
+
+def test_at_moves_now_for_choosing_only(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1)[0]  # fresh, 365 days
+    assert ok_json(devid, "rotate", "--before", "30d", "--at", "+300d") == []
+    actions = ok_json(devid, "rotate", "--before", "30d", "--at", "+340d", "--days", "700")
+    assert [a["serial"] for a in actions] == [device.serial]
+    cert = device.certificate_path
+    start = run_tool("openssl", "x509", "-in", str(cert), "-noout", "-checkend", "0")
+    assert start.returncode == 0  # valid now: issued from the real now, not from --at
+    assert ok_json(devid, "rotate", "--before", "30d", "--at", "+340d") == []
+
+
+def test_short_validity_is_renewed(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days=1)[0]
+    actions = ok_json(devid, "rotate", "--before", "2d", "--days", "30")
+    assert [a["action"] for a in actions] == ["renewed"]
+    cert = device.certificate_path
+    assert run_tool("openssl", "x509", "-in", str(cert), "-noout", "-checkend", str(29 * 86400))
+    assert openssl_verify(device_pki, cert).strip().endswith(": OK")
+    assert ok_json(devid, "rotate", "--before", "2d") == []
+
+
+def test_rekey_makes_a_new_token_key_and_keeps_the_old_one(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    old_key_id = _key_id(device.device_id)
+    old_public = token_public_key_der(old_key_id)
+
+    action = ok_json(devid, "rotate", "--before", "30d", "--rekey")[0]
+    new_label = f"device-{device.device_id}-r2"
+    assert f"object={new_label};" in action["new_key_ref"]
+    assert action["old_key_kept"] == device.key_reference
+    cert = device.certificate_path
+    new_public = token_public_key_der(_key_id(device.device_id, new_label))
+    assert new_public != old_public
+    assert cert_public_key_der(cert) == new_public
+    assert openssl_verify(device_pki, cert).strip().endswith(": OK")
+    new_cert_objects = _token_certs(new_label)
+    assert len(new_cert_objects) == 1
+    assert new_cert_objects[0]["ID"] == _key_id(device.device_id, new_label)
+    assert _same_serial(new_cert_objects[0]["serial"], openssl_serial(cert))
+    # The old key (and its old certificate object) are still there.
+    assert token_public_key_der(old_key_id) == old_public
+    assert _same_serial(_token_certs(f"device-{device.device_id}")[0]["serial"], device.serial)
+    rows = {r["serial"]: r for r in certificate_rows(pki_home, device.device_id)}
+    assert rows[action["new_serial"]]["key_ref"] == action["new_key_ref"]
+
+    # provisioning again sees the device as done, with its new key
+    again = ok_json(
+        devid, "device", "provision", device.device_id, "--token", device_pki.token,
+        "--ca", "issuing",
+    )  # fmt: skip
+    assert again["skipped"] is True and again["key_reference"] == action["new_key_ref"]
+
+
+def test_a_failed_install_puts_everything_back(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    folder = device.certificate_path.parent
+    files_before = _contents(folder)
+    rows_before = certificate_rows(pki_home, device.device_id)
+    objects_before = token_objects(f"device-{device.device_id}")
+
+    def fail(*_args: Any, **_kw: Any) -> int:
+        raise TokenFailure("storing the certificate: simulated failure")
+
+    monkeypatch.setattr(rotation, "store_certificate", fail)
+    result = devid("rotate", "--before", "30d", "--rekey")
+    assert result.code == 3
+    assert "simulated failure" in one_error_line(result)
+    assert "failed" in result.out
+
+    assert _contents(folder) == files_before  # restored, no temporary files left
+    assert certificate_rows(pki_home, device.device_id) == rows_before
+    assert token_objects(f"device-{device.device_id}") == objects_before
+    assert token_objects(f"device-{device.device_id}-r2") == []  # the new key was removed
+
+
+def test_exec_runs_after_each_renewal_with_the_environment(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    due = provision_at(monkeypatch, device_pki, 2, days_ago=340)
+    script = tmp_path / "reload.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith('DEVID_')}\n"
+        "path = os.path.join(sys.argv[1], env['DEVID_SERIAL'] + '.json')\n"
+        "open(path, 'w').write(json.dumps(env))\n"
+        "print('reloaded')\n"
+    )
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    command = shlex.join([sys.executable, str(script), str(seen)])
+    actions = ok_json(devid, "rotate", "--before", "30d", "--exec", command)  # stdout stays JSON
+    assert [a["exec_returncode"] for a in actions] == [0, 0]
+    calls = {p.stem: json.loads(p.read_text()) for p in seen.iterdir()}
+    for old in due:
+        new_serial = openssl_serial(old.certificate_path)
+        env = calls[new_serial]
+        assert env["DEVID_SERIAL"] == new_serial
+        assert env["DEVID_OLD_SERIAL"] == old.serial
+        assert env["DEVID_CERT_PATH"] == str(old.certificate_path)
+        assert env["DEVID_DEVICE_ID"] == old.device_id
+        assert env["DEVID_CA"] == "issuing"
+        assert env["DEVID_KEY_REF"] == old.key_reference
+    assert len(calls) == 2
+
+
+def test_a_failing_exec_is_reported_and_the_renewal_stays(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    result = devid("rotate", "--before", "30d", "--exec", "sh -c 'echo noise; exit 7'", "--json")
+    assert result.code == 3
+    action = json.loads(result.out)[0]
+    assert action["action"] == "renewed" and action["exec_returncode"] == 7
+    assert "exited with 7" in one_error_line(_without_noise(result))
+    assert openssl_serial(device.certificate_path) == action["new_serial"]
+
+    missing = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    result = devid("rotate", "--before", "30d", "--exec", "/no/such/reload")
+    assert result.code == 3
+    assert "command not found: /no/such/reload" in one_error_line(result)
+    assert openssl_serial(missing.certificate_path) != missing.serial
+
+
+def _without_noise(result: Any) -> Any:
+    """The command's own stderr: the reload command's output (sent to stderr) removed."""
+    lines = [line for line in result.err.splitlines() if line != "noise"]
+    return type(result)(result.code, result.out, "\n".join(lines) + "\n")
+
+
+def test_jitter_sleeps_first_but_not_in_a_dry_run(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(rotation, "SLEEP", slept.append)
+    monkeypatch.setattr(rotation, "RANDOM", lambda: 0.25)
+    assert devid("rotate", "--before", "30d", "--jitter", "10m", "--dry-run").code == 0
+    assert slept == []
+    assert devid("rotate", "--before", "30d", "--jitter", "10m").code == 0
+    assert slept == [0.25 * 600]
+
+
+def test_a_certificate_with_a_key_file_is_renewed_with_that_key(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    key = key_file("ec-p256")
+    csr, cert = tmp_path / "svc.csr", tmp_path / "svc.pem"
+    ok_json(devid, "csr", "create", "--key", str(key), "--subject", "CN=svc-1", "--out", str(csr))
+    issued = ok_json(
+        devid, "cert", "issue", "--ca", "issuing", "--csr", str(csr), "--profile", "client",
+        "--key-ref", str(key), "--days", "10", "--chain", "--out", str(cert),
+    )  # fmt: skip
+    before = cert.read_bytes()
+
+    refused = devid("rotate", "--before", "15d", "--rekey", "--json")
+    assert refused.code == 2
+    assert json.loads(refused.out)[0]["action"] == "failed"
+    assert "--rekey makes token keys" in one_error_line(refused)
+    assert cert.read_bytes() == before
+
+    action = ok_json(devid, "rotate", "--before", "15d", "--days", "60")[0]
+    assert action["serial"] == issued["serial"] and action["new_key_ref"] == str(key)
+    assert openssl_serial(cert) == action["new_serial"]
+    assert cert.read_bytes().count(b"BEGIN CERTIFICATE") == 2  # the chain form was kept
+    done = run_tool(
+        "openssl", "verify", "-CAfile", str(device_pki.root), "-untrusted", str(cert),
+        "-purpose", "sslclient", str(cert),
+    )  # fmt: skip
+    assert done.stdout.decode().strip().endswith(": OK")
+    file_public = run_tool("openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER").stdout
+    assert cert_public_key_der(cert) == file_public
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("svc")) == [
+        "svc.csr",
+        "svc.pem",
+    ]
+    assert ok_json(devid, "rotate", "--before", "15d") == []
+
+
+def test_the_python_api_reports_actions(
+    device_pki: DevicePki, pki_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devid.durations import parse_threshold
+    from devid.store import open_store
+
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    store = open_store()
+    try:
+        options = rotation.RotationOptions(threshold=parse_threshold("30d"))
+        planned = rotation.rotate(
+            store, rotation.RotationOptions(parse_threshold("30d"), dry_run=True)
+        )
+        done = rotation.rotate(store, options)
+        again = rotation.rotate(store, options)
+    finally:
+        store.close()
+    assert [a.outcome for a in planned] == [rotation.Outcome.WOULD_RENEW]
+    assert [(a.outcome, a.serial) for a in done] == [(rotation.Outcome.RENEWED, device.serial)]
+    assert done[0].new_serial == openssl_serial(device.certificate_path)
+    assert again == []
+
+
+def test_a_certificate_renewed_by_another_run_meanwhile_is_not_renewed_twice(
+    device_pki: DevicePki, pki_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devid.durations import parse_threshold
+    from devid.store import open_store
+
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    real_csr = rotation.build_csr
+    other: list[rotation.RotationAction] = []
+    options = rotation.RotationOptions(parse_threshold("30d"), rekey=True)
+
+    started: list[bool] = []
+
+    def racing_csr(key: Any, subject: Any, **kw: Any) -> Any:
+        if not started:  # another run renews the same certificate first
+            started.append(True)
+            second = open_store()
+            try:
+                other.extend(rotation.rotate(second, options))
+            finally:
+                second.close()
+        return real_csr(key, subject, **kw)
+
+    monkeypatch.setattr(rotation, "build_csr", racing_csr)
+    store = open_store()
+    try:
+        [action] = rotation.rotate(store, options)
+    finally:
+        store.close()
+    assert action.outcome is rotation.Outcome.FAILED and action.exit_code == 4
+    assert "renewed or revoked meanwhile" in (action.reason or "")
+    assert [a.outcome for a in other] == [rotation.Outcome.RENEWED]
+    rows = certificate_rows(pki_home, device.device_id)
+    assert sorted(r["status"] for r in rows) == ["issued", "superseded"]
+    assert openssl_serial(device.certificate_path) == other[0].new_serial
+    # The first run made its key (-r2) before the second made its own (-r3) and won.
+    assert len(_token_certs(f"device-{device.device_id}-r3")) == 1
+    assert token_objects(f"device-{device.device_id}-r2") == []  # the loser's key is gone
