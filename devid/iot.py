@@ -436,8 +436,12 @@ def rotate_in_aws(
     new_cert: x509.Certificate,
     ca_cert: x509.Certificate | None,
     revoke_old: bool,
+    retire: bool = True,
 ) -> list[str]:
     """Move a device from *old_cert* to *new_cert* in AWS IoT; returns the steps taken.
+
+    With *retire* false it stops after activating the new certificate (both are then
+    active); :func:`retire_in_aws` finishes once the device has the new certificate.
 
     Order: register the new certificate (INACTIVE, with *ca_cert* or without a CA), attach
     the old one's things and policies to it, activate it, and only then move the old one to
@@ -467,8 +471,18 @@ def rotate_in_aws(
             undo.push(f"deactivated {new_id}", partial(deactivate, newStatus="INACTIVE"))
     except DevidError as exc:
         raise _stopped(exc, steps, undo) from exc
-    steps.extend(_retire(client, old, new, revoke_old=revoke_old))
+    if retire:
+        steps.extend(_retire(client, old, new, revoke_old=revoke_old))
     return steps
+
+
+def retire_in_aws(
+    client: Client, *, old_cert: x509.Certificate, new_cert: x509.Certificate, revoke_old: bool
+) -> list[str]:
+    """Move *old_cert* to INACTIVE (REVOKED with *revoke_old*) now that *new_cert* is active."""
+    old = describe_certificate(client, certificate_id(old_cert))
+    new = describe_certificate(client, certificate_id(new_cert))
+    return _retire(client, old, new, revoke_old=revoke_old)
 
 
 def _retire(

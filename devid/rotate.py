@@ -155,6 +155,7 @@ class _Context:
     options: RotationOptions
     loader: KeyLoader
     runner: Callable[..., subprocess.CompletedProcess[bytes]]
+    before_install: BeforeInstall | None = None
     _cas: dict[str, tuple[CertificateAuthority, PrivateKey]] = field(default_factory=dict)
 
     def ca(self, name: str) -> tuple[CertificateAuthority, PrivateKey]:
@@ -363,6 +364,8 @@ def _issue(
         ctx.store.add_event(
             Event("cert.rotate", ca=record.ca, serial=new.record.serial, detail=detail)
         )
+        if ctx.before_install is not None:
+            ctx.before_install(record, new.certificate)
         _install(record, key, new.certificate, ca, undo)
 
     return issue_many(ca, [request], store=ctx.store, key=ca_key, before_commit=install)[0]
@@ -416,11 +419,17 @@ def _one(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAc
     return _after_exec(ctx, action)
 
 
+#: Called inside the inventory transaction, before the new certificate replaces the old one
+#: anywhere; raising a DevidError stops that renewal with nothing changed locally.
+BeforeInstall = Callable[[CertRecord, x509.Certificate], None]
+
+
 def rotate(
     store: Store,
     options: RotationOptions,
     *,
     loader: KeyLoader | None = None,
+    before_install: BeforeInstall | None = None,
     runner: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
     sleep: Callable[[float], None] | None = None,
     rng: Callable[[], float] | None = None,
@@ -434,7 +443,7 @@ def rotate(
         seconds = (rng or RANDOM)() * options.jitter.total_seconds()
         (sleep or SLEEP)(seconds)
     at = options.at or utcnow()
-    ctx = _Context(store, options, loader or load_signing_key, runner)
+    ctx = _Context(store, options, loader or load_signing_key, runner, before_install)
     return [
         _one(ctx, r, renew_at)
         for r, renew_at in due_certificates(store, options.threshold, at=at, ca=options.ca)

@@ -112,10 +112,11 @@ def rotate(
     first failure (1 check failed, 2 bad input, 3 environment or --exec failed), after
     the others were still tried. --json prints the list of actions.
 
-    --iot: each renewed certificate is registered in AWS IoT (with its CA when the CA is
-    registered), gets the old one's things and policies and is activated; only then is the
-    old one set INACTIVE (REVOKED with --revoke-old). Certificates not registered in AWS IoT
-    are left alone there.
+    --iot: before a renewed certificate is installed anywhere, it is registered in AWS IoT
+    (with its CA when the CA is registered), gets the old one's things and policies and is
+    activated; if that fails, the renewal is abandoned and nothing local changes. After the
+    install the old one is set INACTIVE (REVOKED with --revoke-old). So a device always has
+    an active certificate. Certificates not registered in AWS IoT are left alone there.
     """
     if revoke_old and not iot:
         raise BadInput("--revoke-old goes with --iot")
@@ -130,13 +131,21 @@ def rotate(
         jitter=parse_duration(jitter) if jitter else None,
     )
     with store_from(store_url) as store:
-        actions = rotation.rotate(store, options, loader=key_loader(passphrase_file))
-        if iot:
+        in_aws = None
+        if iot and not dry_run:
             from devid.aws import AwsOptions
-            from devid.iot_rotate import rotate_actions_in_aws
+            from devid.iot_rotate import IotRotation
 
             aws = AwsOptions(profile, region, endpoint_url)
-            actions = rotate_actions_in_aws(store, actions, aws=aws, revoke_old=revoke_old)
+            in_aws = IotRotation(store, aws, revoke_old=revoke_old)
+        actions = rotation.rotate(
+            store,
+            options,
+            loader=key_loader(passphrase_file),
+            before_install=in_aws.before_install if in_aws else None,
+        )
+        if in_aws is not None:
+            actions = in_aws.finish(actions)
     lines = [_text(a) for a in actions] or [f"nothing to renew (before {options.threshold})"]
     emit([a.as_dict() for a in actions], as_json=as_json, text=lines)
     failed = [a for a in actions if a.exit_code]

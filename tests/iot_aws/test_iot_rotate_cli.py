@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import MotoServer
 from iot_aws_support import (
     Devid,
@@ -22,6 +23,9 @@ from iot_aws_support import (
     registrations,
 )
 
+from devid import iot as iot_module
+from devid.errors import EnvironmentProblem
+
 POLICY = json.dumps(
     {
         "Version": "2012-10-17",
@@ -30,13 +34,9 @@ POLICY = json.dumps(
 )
 
 
-def test_rotate_iot_moves_the_registration(
-    devid: Devid,
-    pki_home: Path,
-    moto: MotoServer,
-    tmp_path: Path,
-    key_file: Callable[[str], Path],
-) -> None:
+def _registered_device(
+    devid: Devid, moto: MotoServer, tmp_path: Path, key_file: Callable[[str], Path]
+) -> tuple[Path, dict[str, str]]:
     make_ca(devid, "fleet", key_file("ec-p256"))
     ok_json(devid, "iot", "register-ca", "--ca", "fleet", *moto.aws_args())
     key = key_file("ec-p256")
@@ -57,8 +57,19 @@ def test_rotate_iot_moves_the_registration(
         "--out",
         str(cert),
     )
-    old_id = openssl_iot_id(cert)
     registered = ok_json(devid, "iot", "register-cert", str(cert), "--activate", *moto.aws_args())
+    return cert, registered
+
+
+def test_rotate_iot_moves_the_registration(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    cert, registered = _registered_device(devid, moto, tmp_path, key_file)
+    old_id = openssl_iot_id(cert)
     iot = moto.client("iot")
     iot.create_thing(thingName="sensor-1")  # type: ignore[attr-defined]
     iot.create_policy(policyName="sensor-policy", policyDocument=POLICY)  # type: ignore[attr-defined]
@@ -98,3 +109,35 @@ def test_revoke_old_needs_iot(devid: Devid, pki_home: Path) -> None:
     result = devid("rotate", "--before", "5d", "--revoke-old")
     assert result.code == 2
     assert "--revoke-old goes with --iot" in one_error_line(result)
+
+
+def test_aws_failure_before_install_leaves_the_device_untouched(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Activation in AWS fails: the device keeps its old file, which stays ACTIVE there."""
+    cert, _ = _registered_device(devid, moto, tmp_path, key_file)
+    old_bytes, old_id = cert.read_bytes(), openssl_iot_id(cert)
+    real_set_status = iot_module.set_status
+
+    def failing(client: object, cert_id: str, status: iot_module.CertStatus) -> str:
+        if status is iot_module.CertStatus.ACTIVE:
+            raise EnvironmentProblem("injected: UpdateCertificate failed")
+        return real_set_status(client, cert_id, status)
+
+    monkeypatch.setattr(iot_module, "set_status", failing)
+    result = devid("rotate", "--ca", "fleet", "--before", "5d", "--iot", *moto.aws_args())
+
+    assert result.code == 3
+    assert "injected" in one_error_line(result)
+    assert cert.read_bytes() == old_bytes  # nothing installed locally
+    iot = moto.client("iot")
+    old = iot.describe_certificate(certificateId=old_id)["certificateDescription"]  # type: ignore[attr-defined]
+    assert old["status"] == "ACTIVE"
+    listed = devid("cert", "list", "--ca", "fleet", "--status", "issued", "--json")
+    [current] = json.loads(listed.out)
+    assert old_id in json.dumps(current)  # the old certificate is still the current one
