@@ -17,7 +17,7 @@ from hsm.errors import HsmError, KeyExists, ModuleNotFound, TokenFailure, transl
 from hsm.keygen import delete_objects
 from hsm.keys import TokenPrivateKey, token_key
 from hsm.module import TOKEN_LOCK, library, refresh, resolve_module_path
-from hsm.objects import CURVE_NAMES, TokenKeyHandle, curve_oid, find_private
+from hsm.objects import CURVE_NAMES, TokenKeyHandle, curve_oid, find_private, retry_stale
 from hsm.session import _initialised, find_token, session_for, token_serial
 from hsm.uri import Pkcs11Uri, parse_uri
 
@@ -76,14 +76,18 @@ def load_key(uri: Pkcs11Uri | str) -> TokenPrivateKey:
     """The token private key *uri* names, as a cryptography private key."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
     with TOKEN_LOCK:  # atomic: a module refresh between the steps would stale the handles
-        session = session_for(parsed)
-        obj = find_private(session, parsed)
-        key_id = bytes(_get(obj, Attribute.ID) or b"")
-        label = str(_get(obj, Attribute.LABEL) or "")
-        token = find_token(parsed)
-        base = parsed.with_(type=None, object_label=None, id=None)
-        handle = TokenKeyHandle(uri=base, key_id=key_id, label=label, token_label=token.label)
-        return token_key(handle)
+        return retry_stale(lambda: _load_key(parsed))
+
+
+def _load_key(parsed: Pkcs11Uri) -> TokenPrivateKey:
+    session = session_for(parsed)
+    obj = find_private(session, parsed)
+    key_id = bytes(_get(obj, Attribute.ID) or b"")
+    label = str(_get(obj, Attribute.LABEL) or "")
+    token = find_token(parsed)
+    base = parsed.with_(type=None, object_label=None, id=None)
+    handle = TokenKeyHandle(uri=base, key_id=key_id, label=label, token_label=token.label)
+    return token_key(handle)
 
 
 def _get(obj: pkcs11.Object, attribute: Attribute) -> Any:
@@ -109,7 +113,7 @@ def list_keys(uri: Pkcs11Uri | str) -> list[KeyInfo]:
     """Private keys, public keys and certificates on the token (filtered by the URI)."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
     with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
-        return _list_keys(parsed)
+        return retry_stale(lambda: _list_keys(parsed))
 
 
 def _list_keys(parsed: Pkcs11Uri) -> list[KeyInfo]:
@@ -161,10 +165,14 @@ def delete_key(uri: Pkcs11Uri | str) -> int:
     """Delete the key pair (and certificate) *uri* names; returns the number of objects."""
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
     with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
-        session = session_for(parsed)
-        key = find_private(session, parsed)  # fails clearly on none / ambiguous
-        key_id = bytes(_get(key, Attribute.ID) or b"")
-        return delete_objects(session, parsed.with_(object_label=None, id=key_id, type=None))
+        return retry_stale(lambda: _delete_key(parsed))
+
+
+def _delete_key(parsed: Pkcs11Uri) -> int:
+    session = session_for(parsed)
+    key = find_private(session, parsed)  # fails clearly on none / ambiguous
+    key_id = bytes(_get(key, Attribute.ID) or b"")
+    return delete_objects(session, parsed.with_(object_label=None, id=key_id, type=None))
 
 
 def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:

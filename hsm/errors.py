@@ -76,6 +76,11 @@ class TokenFailure(HsmError):
     """Any other failure reported by the module."""
 
 
+class StaleHandle(TokenFailure):
+    """The module forgot an object handle: SoftHSM re-reads its files when another process
+    changed the token, and handles found before may then be invalid. Finding again helps."""
+
+
 class MechanismUnsupported(HsmError):
     """The token does not offer what the operation needs."""
 
@@ -110,6 +115,8 @@ _BY_PKCS11: dict[type[Exception], tuple[type[HsmError], str]] = {
     px.KeyUnextractable: (NotExtractable, "the key is not extractable"),
     px.FunctionNotSupported: (MechanismUnsupported, "the module does not implement this"),
     px.DeviceRemoved: (TokenNotFound, "the token was removed"),
+    px.ObjectHandleInvalid: (StaleHandle, "the token's objects changed meanwhile"),
+    px.KeyHandleInvalid: (StaleHandle, "the token's objects changed meanwhile"),
 }
 
 

@@ -20,7 +20,13 @@ from pkcs11 import MGF, Mechanism
 
 from hsm.errors import MechanismUnsupported, NotExtractable, translate
 from hsm.module import TOKEN_LOCK
-from hsm.objects import TokenKeyHandle, find_public, public_from_objects
+from hsm.objects import (
+    PublicKey,
+    TokenKeyHandle,
+    find_public,
+    public_from_objects,
+    retry_stale,
+)
 from hsm.session import session_for
 
 # DER DigestInfo prefixes, RFC 8017 section 9.2 note 1: hashing on the host and sending
@@ -68,7 +74,7 @@ class _TokenKey:
         return self._handle.reference()
 
     def _run(self, what: str, data: bytes, mechanism: Mechanism, param: Any = None) -> bytes:
-        with TOKEN_LOCK:
+        def once() -> bytes:
             # Find the object under the same lock as the call: a module refresh in another
             # thread in between would leave a stale object handle.
             obj: Any = self._handle.private_object()
@@ -79,7 +85,10 @@ class _TokenKey:
                     out = obj.sign(data, mechanism=mechanism, mechanism_param=param)
             except px.PKCS11Error as exc:
                 raise translate(exc, f"{what} with token key {self._handle.label!r}") from exc
-        return bytes(out)
+            return bytes(out)
+
+        with TOKEN_LOCK:
+            return retry_stale(once, forget=self._handle.forget)
 
     def _refuse(self, *_: object, **__: object) -> NoReturn:
         raise NotExtractable(
@@ -207,9 +216,13 @@ TokenPrivateKey = TokenRSAPrivateKey | TokenECPrivateKey | TokenEd25519PrivateKe
 
 def token_key(handle: TokenKeyHandle) -> TokenPrivateKey:
     """Wrap the key *handle* names in the class matching its type."""
-    obj = handle.private_object()
-    session = session_for(handle.uri)
-    public = public_from_objects(obj, find_public(session, handle.key_id))
+
+    def read_public() -> PublicKey:
+        obj = handle.private_object()
+        return public_from_objects(obj, find_public(session_for(handle.uri), handle.key_id))
+
+    with TOKEN_LOCK:
+        public = retry_stale(read_public, forget=handle.forget)
     if isinstance(public, rsa.RSAPublicKey):
         return TokenRSAPrivateKey(handle, public)
     if isinstance(public, ec.EllipticCurvePublicKey):

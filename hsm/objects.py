@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pkcs11
 import pkcs11.exceptions as px
@@ -11,11 +12,12 @@ from asn1crypto import core
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsm.errors import AmbiguousKey, KeyNotFound, MechanismUnsupported, translate
+from hsm.errors import AmbiguousKey, KeyNotFound, MechanismUnsupported, StaleHandle, translate
 from hsm.module import TOKEN_LOCK, generation
 from hsm.session import session_for
 from hsm.uri import Pkcs11Uri
 
+T = TypeVar("T")
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 ED25519_OID = "1.3.101.112"
@@ -132,6 +134,22 @@ def public_from_objects(priv: pkcs11.PrivateKey, pub: pkcs11.PublicKey | None) -
     raise MechanismUnsupported(f"unsupported key type on token ({key_type!r}, curve {oid})")
 
 
+_STALE_ATTEMPTS = 3
+
+
+def retry_stale(call: Callable[[], T], *, forget: Callable[[], None] | None = None) -> T:
+    """*call()*, called again (after *forget()*) when it met a :class:`StaleHandle`."""
+    for attempt in range(1, _STALE_ATTEMPTS + 1):
+        try:
+            return call()
+        except StaleHandle:
+            if attempt == _STALE_ATTEMPTS:
+                raise
+            if forget is not None:
+                forget()
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class TokenKeyHandle:
     """Where a token key lives; re-finds its object after a fork or module refresh."""
@@ -151,6 +169,10 @@ class TokenKeyHandle:
         obj = find_private(session, by_id)
         self._cached = (gen, obj)
         return obj
+
+    def forget(self) -> None:
+        """Drop the cached object: the next use finds it on the token again."""
+        self._cached = None
 
     def reference(self) -> str:
         """The canonical URI naming this key (no PIN)."""

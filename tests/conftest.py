@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +59,16 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     require_tool("softhsm2-util")
     import hsm
 
-    directory = tmp_path_factory.mktemp("softhsm")
+    # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent pytest run
+    # (another checkout, a helper) would delete the token directory under a running suite.
+    directory = Path(tempfile.mkdtemp(prefix="devid-softhsm-"))
     conf = hsm.softhsm_config(str(directory))
     old = {k: os.environ.get(k) for k in ("SOFTHSM2_CONF", "DEVID_PKCS11_PIN")}
     os.environ["SOFTHSM2_CONF"] = conf
     os.environ["DEVID_PKCS11_PIN"] = TEST_PIN
     os.environ.pop("DEVID_PKCS11_MODULE", None)
     yield directory
+    shutil.rmtree(directory, ignore_errors=True)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -52,12 +52,14 @@ def verify(public: Any, signature: bytes, data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def token_keys(token_uri: str) -> dict[str, Any]:
+def token_keys(token_uri: str) -> Iterator[dict[str, Any]]:
     made = {}
     for key_type in ("rsa-2048", "ec-p256", "ed25519"):
         key, _ = generate_key(KeyType(key_type), token=token_uri, label=unique(f"mt-{key_type}"))
         made[key_type] = key
-    return made
+    yield made
+    for key in made.values():
+        hsm.delete_key(key.reference)
 
 
 # --- threads ----------------------------------------------------------------------------
@@ -163,6 +165,21 @@ def test_spawned_processes_load_the_key_by_uri_and_sign(
         verify(key.public_key(), signature, data)
     # The children's logins and C_Finalize did not disturb this process's session.
     verify(key.public_key(), sign(key, b"parent after children"), b"parent after children")
+
+
+def test_many_fresh_processes_log_in_at_once(token_keys: dict[str, Any]) -> None:
+    """Every task in a fresh spawned process, four at a time: each logs in while others
+    read the token. SoftHSM rewrites its token file on every login, and a process reading
+    it meanwhile got CKR_GENERAL_ERROR or "token not found"; hsm asks again instead."""
+    key = token_keys["ec-p256"]
+    context = multiprocessing.get_context("spawn")
+    messages = [f"fresh process {i}".encode() for i in range(8)]
+    with ProcessPoolExecutor(max_workers=4, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = [pool.submit(_sign_in_child, key.reference, data) for data in messages]
+        results = [f.result(timeout=JOIN_TIMEOUT) for f in futures]
+    assert len({pid for pid, _, _ in results}) == len(messages)
+    for data, (_, _, signature) in zip(messages, results, strict=True):
+        verify(key.public_key(), signature, data)
 
 
 def _run_forked(target: Callable[..., None], *args: Any) -> tuple[str, Any]:
