@@ -19,7 +19,7 @@ from cryptography import x509
 from devid.durations import utcnow
 from devid.errors import BadInput, Conflict
 from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
-from devid.keys import PrivateKey
+from devid.keys import PrivateKey, PublicKey
 from devid.pki import certs
 from devid.pki.build import CertificateSpec, sign_certificate
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
@@ -67,20 +67,28 @@ class Issued:
 
 def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
     """Refuse a CSR whose signature does not verify or whose key the profile finds weak."""
+    _checked_public_key(csr, profile)
+
+
+def _checked_public_key(csr: x509.CertificateSigningRequest, profile: Profile) -> PublicKey:
+    """:func:`check_csr`, returning the CSR's key (cryptography decodes it anew on each call)."""
     try:
         valid = csr.is_signature_valid
     except Exception as exc:  # cryptography raises for unsupported signature algorithms
         raise BadInput(f"cannot check the CSR signature: {exc}") from exc
     if not valid:
         raise BadInput("the CSR signature does not verify; it was altered or signed by another key")
-    profile.keys.check(csr.public_key(), profile=profile.name)
+    public = csr.public_key()
+    profile.keys.check(public, profile=profile.name)
+    return public  # type: ignore[return-value]  # KeyRules.check refused every other type
 
 
-def _device_id(request: IssueRequest) -> str | None:
+def _device_id(request: IssueRequest, subject: x509.Name) -> str | None:
+    """The device id given, else (device profiles) the CN of the CSR's *subject*."""
     if request.device_id is not None:
         return check_device_id(request.device_id)
     if request.profile.device_sans:
-        cn = common_name(request.csr.subject)
+        cn = common_name(subject)
         if cn is None:
             raise BadInput("the device profile needs --device-id (the CSR has no CN)")
         try:
@@ -106,22 +114,37 @@ def _sans(request: IssueRequest, device_id: str | None) -> tuple[x509.GeneralNam
     return tuple(sans)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A request checked and planned: its certificate's content and the device it is for."""
+
+    spec: CertificateSpec
+    device_id: str | None
+
+
 def plan(
     ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, serial: int
 ) -> CertificateSpec:
     """What the certificate for *request* will hold (everything checked, nothing signed)."""
+    return _plan(ca, request, now, serial).spec
+
+
+def _plan(ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, serial: int) -> _Plan:
+    # The CSR's key, subject and device id are worked out once here and carried to _sign:
+    # each costs a parse of the CSR, and a batch does this for every request.
     profile = request.profile
-    check_csr(request.csr, profile)
-    device_id = _device_id(request)
-    subject = profile.subject_for(device_id) or request.csr.subject
+    public = _checked_public_key(request.csr, profile)
+    csr_subject = request.csr.subject  # parsed anew on each access
+    device_id = _device_id(request, csr_subject)
+    subject = profile.subject_for(device_id) or csr_subject
     if len(subject) == 0 and device_id is not None:
         subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, device_id)])
     days = request.days if request.days is not None else profile.days
     if days < 1:
         raise BadInput("--days must be at least 1")
-    return CertificateSpec(
+    spec = CertificateSpec(
         subject=subject,
-        public_key=request.csr.public_key(),  # type: ignore[arg-type]  # checked by KeyRules
+        public_key=public,
         profile=profile,
         serial=serial,
         not_before=max(now - BACKDATE, ca.certificate.not_valid_before_utc),
@@ -129,23 +152,49 @@ def plan(
         sans=_sans(request, device_id),
         crl_url=ca.config.crl_url,
     )
+    return _Plan(spec, device_id)
 
 
 def _sign(
-    ca: CertificateAuthority, spec: CertificateSpec, request: IssueRequest, key: PrivateKey
+    ca: CertificateAuthority,
+    spec: CertificateSpec,
+    request: IssueRequest,
+    key: PrivateKey,
+    device_id: str | None,
 ) -> Issued:
     cert = sign_certificate(spec, issuer=ca.certificate, key=key)
-    device_id = _device_id(request)
-    record = certs.certificate_record(
-        cert,
+    return Issued(cert, _record(ca, cert, spec, request, device_id), request)
+
+
+def _record(
+    ca: CertificateAuthority,
+    cert: x509.Certificate,
+    spec: CertificateSpec,
+    request: IssueRequest,
+    device_id: str | None,
+) -> CertRecord:
+    """The inventory row :func:`certs.certificate_record` would make for *cert*, with the SANs
+    taken from *spec* (which they were just signed from) rather than parsed back out of the
+    certificate: parsing a new certificate's extensions is the largest cost of a batch that
+    is not crypto or encoding (bench/RESULTS.md). tests/bench/test_issue_record.py checks that
+    both make the same row."""
+    digest = certs.sha256_hex(cert)
+    return CertRecord(
+        serial=certs.serial_hex(cert.serial_number),
         ca=ca.name,
+        subject=cert.subject.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint=certs.colon_fingerprint(digest),
+        aws_iot_id=digest,
+        pem=certs.pem(cert).decode(),
+        sans=tuple(general_name_text(n) for n in spec.sans),
         profile=request.profile.name,
         key_ref=key_reference(request.key_ref) if request.key_ref else None,
         device_id=device_id,
         path=request.path,
         replaces=request.replaces,
     )
-    return Issued(cert, record, request)
 
 
 def _issue_event(item: Issued) -> Event:
@@ -171,9 +220,11 @@ def issue_many(
     """
     now = (now or utcnow()).replace(microsecond=0)
     ca.check_valid(now)
-    specs = [plan(ca, r, now, serials()) for r in requests]
+    plans = [_plan(ca, r, now, serials()) for r in requests]
     signer = key or ca.signing_key(loader)
-    issued = [_sign(ca, s, r, signer) for s, r in zip(specs, requests, strict=True)]
+    issued = [
+        _sign(ca, p.spec, r, signer, p.device_id) for p, r in zip(plans, requests, strict=True)
+    ]
     with store.transaction():
         ensure_recorded(store, ca)
         pending = list(range(len(issued)))
@@ -183,8 +234,8 @@ def issue_many(
             if not pending:
                 break
             for n in pending:  # a serial already in use: sign again with a fresh one
-                spec = dataclasses.replace(specs[n], serial=serials())
-                issued[n] = _sign(ca, spec, requests[n], signer)
+                spec = dataclasses.replace(plans[n].spec, serial=serials())
+                issued[n] = _sign(ca, spec, requests[n], signer, plans[n].device_id)
         else:
             raise Conflict("could not find an unused serial; the inventory may be corrupt")
         store.add_events([_issue_event(item) for item in issued])
