@@ -184,8 +184,7 @@ class _Lines:
         line = self.next(f"no '{name}' line")
         key, colon, value = line.partition(b":")
         if not colon or key != name.encode():
-            shown = line[:40].decode("ascii", "replace")
-            raise BadInput(f"PPK file is corrupt: expected a '{name}:' line, found '{shown}'")
+            raise BadInput(f"PPK file is corrupt: expected a '{name}:' line")
         return value.removeprefix(b" ")
 
     def number(self, name: str) -> int:

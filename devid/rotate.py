@@ -59,6 +59,8 @@ from hsm.errors import HsmError, KeyExists
 
 CA_PROFILES = frozenset({"intermediate", "root"})
 EXEC_TIMEOUT = 300.0
+#: Environment variables that carry secrets and are withheld from --exec commands.
+SECRET_ENV = frozenset({"DEVID_PKCS11_PIN", "DEVID_PKCS11_SO_PIN", "DEVID_PASSPHRASE"})
 _REKEYED = re.compile(r"^(?P<base>.*)-r(?P<n>\d+)$")
 #: What jitter sleeps with and draws from; module attributes so tests can replace them.
 SLEEP: Callable[[float], None] = time.sleep
@@ -273,11 +275,15 @@ def run_exec(
     env: Mapping[str, str],
     runner: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
 ) -> int:
-    """Run the reload command (no shell) with *env* added; its output goes to stderr."""
+    """Run the reload command (no shell) with *env* added; its output goes to stderr.
+
+    The command does not inherit devid's secrets (PINs, passphrases) from the environment.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     try:
         done = runner(
             list(command),
-            env={**os.environ, **env},
+            env={**inherited, **env},
             stdin=subprocess.DEVNULL,
             stdout=2,
             timeout=EXEC_TIMEOUT,

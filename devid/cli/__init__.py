@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import click
 
+from devid.cli._common import redact
 from devid.errors import DevidError
-from hsm.errors import HsmError
+from hsm.errors import HsmError, one_line
 
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_ENV, EXIT_CONFLICT = 0, 1, 2, 3, 4
 
@@ -77,7 +78,9 @@ _register()
 
 
 def _fail(message: str, code: int) -> int:
-    click.echo(f"devid: error: {message}", err=True)
+    # One line, whatever the message holds (paths and labels come from users), no PIN.
+    line = " ".join(one_line(message).split())
+    click.echo(f"devid: error: {redact(line)}", err=True)
     return code
 
 
@@ -89,6 +92,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        return EXIT_USAGE
     except click.Abort:
         return _fail("aborted", EXIT_USAGE)
     except click.ClickException as exc:

@@ -6,6 +6,7 @@ import getpass
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable
@@ -28,15 +29,25 @@ def json_option(func: F) -> F:
     )(func)
 
 
+#: A PIN given in a URI (``pin-value=...``, RFC 7512) wherever it may stand in a key reference.
+_PIN_VALUE = re.compile(r"(pin-value=)[^;?&\s\"']*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """*text* with every ``pin-value=`` PIN replaced: key references are echoed in output
+    and errors, and a user may have given one with the PIN inside."""
+    return _PIN_VALUE.sub(r"\1***", text)
+
+
 def emit(data: Any, *, as_json: bool, text: str | Iterable[str] | None = None) -> None:
-    """Print *data* as JSON, or *text* (lines) for people."""
+    """Print *data* as JSON, or *text* (lines) for people; PINs in URIs are redacted."""
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+        click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
         return
     if text is None:
         return
     for line in [text] if isinstance(text, str) else text:
-        click.echo(line)
+        click.echo(redact(line))
 
 
 def warn(message: str) -> None:

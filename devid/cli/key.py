@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 
@@ -131,21 +132,45 @@ def _public_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @passphrase_file_option
+@json_option
 @examples(
     """
 devid key public 'pkcs11:token=factory;object=device-key'
 devid key public key.pem --format rfc4716 --comment alice@example.com
+devid key public key.pem --format der --out key.der
+devid key public key.pem --json
 """
 )
 def public(
-    ref: str, fmt: str, comment: str, out: Path | None, force: bool, passphrase_file: str | None
+    ref: str,
+    fmt: str,
+    comment: str,
+    out: Path | None,
+    force: bool,
+    passphrase_file: str | None,
+    as_json: bool,
 ) -> None:
-    """Print the public key of REF (file or pkcs11: URI) as openssh, rfc4716, pem or der."""
+    """Print the public key of REF (file or pkcs11: URI) as openssh, rfc4716, pem or der.
+
+    With --json: {"format", "public_key" (text; base64 for der), "openssh_sha256", "out"}.
+    """
     from devid.fsutil import PUBLIC_MODE, write_atomic
 
-    data = public_bytes(_public_of(ref, passphrase_file), PublicFormat(fmt), comment=comment)
+    public_key = _public_of(ref, passphrase_file)
+    data = public_bytes(public_key, PublicFormat(fmt), comment=comment)
     if out is not None:
         write_atomic(out, data, mode=PUBLIC_MODE, force=force)
+    if as_json:
+        shown = base64.b64encode(data).decode() if fmt == "der" else data.decode()
+        doc = {
+            "format": fmt,
+            "public_key": shown,
+            "out": str(out) if out else None,
+            "openssh_sha256": fingerprints(public_key).openssh_sha256,
+        }
+        emit(doc, as_json=True)
+        return
+    if out is not None:
         return
     if fmt == "der" and sys.stdout.isatty():
         raise BadInput("refusing to print DER to a terminal; use --out or a pipe")

@@ -245,6 +245,7 @@ def test_exec_runs_after_each_renewal_with_the_environment(
         assert env["DEVID_DEVICE_ID"] == old.device_id
         assert env["DEVID_CA"] == "issuing"
         assert env["DEVID_KEY_REF"] == old.key_reference
+        assert "DEVID_PKCS11_PIN" not in env  # secrets are not handed to the hook
     assert len(calls) == 2
 
 
