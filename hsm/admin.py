@@ -13,13 +13,31 @@ import pkcs11
 import pkcs11.exceptions as px
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsm.errors import HsmError, KeyExists, ModuleNotFound, TokenFailure, translate
+from hsm.errors import (
+    AmbiguousKey,
+    HsmError,
+    KeyExists,
+    KeyNotFound,
+    ModuleNotFound,
+    TokenFailure,
+    UriError,
+    translate,
+)
 from hsm.keygen import delete_objects
 from hsm.keys import TokenPrivateKey, token_key
 from hsm.module import TOKEN_LOCK, library, refresh, resolve_module_path
-from hsm.objects import CURVE_NAMES, TokenKeyHandle, curve_oid, find_private, retry_stale
+from hsm.objects import (
+    CURVE_NAMES,
+    TokenKeyHandle,
+    curve_oid,
+    find_private,
+    retry_stale,
+    search_template,
+)
 from hsm.session import _initialised, find_token, session_for, token_serial
-from hsm.uri import Pkcs11Uri, parse_uri
+from hsm.uri import ObjectType, Pkcs11Uri, parse_uri
+
+TOKEN_LABEL_BYTES = 32  # CK_TOKEN_INFO.label is 32 bytes, UTF-8, blank-padded
 
 
 @dataclass(frozen=True)
@@ -162,17 +180,42 @@ def _info(obj: pkcs11.Object, type_name: str, base: Pkcs11Uri) -> KeyInfo:
 
 
 def delete_key(uri: Pkcs11Uri | str) -> int:
-    """Delete the key pair (and certificate) *uri* names; returns the number of objects."""
+    """Delete the key pair (and certificate) *uri* names; returns the number of objects.
+
+    With ``type=cert`` or ``type=public`` only the objects of that class *uri* names go.
+    """
     parsed = parse_uri(uri) if isinstance(uri, str) else uri
     with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
         return retry_stale(lambda: _delete_key(parsed))
 
 
+_ONLY = {ObjectType.CERT: ObjectClass.CERTIFICATE, ObjectType.PUBLIC: ObjectClass.PUBLIC_KEY}
+
+
 def _delete_key(parsed: Pkcs11Uri) -> int:
+    if parsed.type not in (None, ObjectType.PRIVATE, *_ONLY):
+        raise UriError(f"cannot delete type={parsed.type}; use private, public or cert")
     session = session_for(parsed)
+    if parsed.type is not None and parsed.type in _ONLY:
+        return _delete_only(session, parsed, _ONLY[parsed.type])
     key = find_private(session, parsed)  # fails clearly on none / ambiguous
     key_id = bytes(_get(key, Attribute.ID) or b"")
     return delete_objects(session, parsed.with_(object_label=None, id=key_id, type=None))
+
+
+def _delete_only(session: pkcs11.Session, parsed: Pkcs11Uri, cls: ObjectClass) -> int:
+    if parsed.object_label is None and parsed.id is None:
+        raise AmbiguousKey("the URI names no object; add object=LABEL or id=%XX")
+    with TOKEN_LOCK:
+        try:
+            found = list(session.get_objects(search_template(parsed, cls)))
+            for obj in found:
+                obj.destroy()
+        except px.PKCS11Error as exc:
+            raise translate(exc, f"deleting type={parsed.type} objects") from exc
+    if not found:
+        raise KeyNotFound(f"no type={parsed.type} object matches on token {parsed.token or '?'}")
+    return len(found)
 
 
 def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:
@@ -182,6 +225,11 @@ def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:
     only as arguments, visible in this machine's process list while it runs: acceptable for
     the SoftHSM demo and test tokens this exists for, never meant for a production token.
     """
+    if len(label.encode("utf-8")) > TOKEN_LABEL_BYTES:
+        raise UriError(
+            f"the token label {label!r} is too long: PKCS#11 token labels hold at most "
+            f"{TOKEN_LABEL_BYTES} bytes (UTF-8)"
+        )
     if any(t.label == label for t in list_tokens()):
         raise KeyExists(f"a token labelled {label!r} exists already")
     tool = shutil.which("softhsm2-util")

@@ -124,7 +124,8 @@ def generate_keypair(
     """Generate a non-extractable key pair labelled *label* on the token *uri* names.
 
     A label already on the token is refused (:class:`~hsm.errors.KeyExists`) unless
-    *replace* is true, in which case the old objects are destroyed first. *decrypt* also
+    *replace* is true, in which case the old objects (by their ``CKA_ID``) are destroyed
+    once the new pair exists, so a failed generation keeps the old key. *decrypt* also
     allows RSA PKCS#1 v1.5 decryption (EC2 Windows passwords).
     """
     with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
@@ -144,8 +145,11 @@ def _generate_keypair(
             f"a key labelled {label!r} is already on token {token.label!r}; "
             "choose another label or pass --force to replace it"
         )
-    if existing:
-        delete_objects(session, by_label)
+    with TOKEN_LOCK:
+        try:
+            old_ids = {bytes(obj[Attribute.ID] or b"") for obj in existing}
+        except px.PKCS11Error as exc:
+            raise translate(exc, f"reading the id of key {label!r}") from exc
     key_id = os.urandom(16)
     pub, priv = _templates(label, key_id, decrypt=decrypt)
     with TOKEN_LOCK:
@@ -153,6 +157,9 @@ def _generate_keypair(
             _generate(session, spec, pub, priv)
         except px.PKCS11Error as exc:
             raise translate(exc, f"generating {spec.algorithm} key {label!r}") from exc
+    for old_id in old_ids:  # only now: a failed generation must not lose the old key
+        # Label and old CKA_ID: never the new pair, nor another key sharing a reused id.
+        delete_objects(session, by_label.with_(id=old_id))
     handle = TokenKeyHandle(
         uri=uri.with_(type=None), key_id=key_id, label=label, token_label=token.label
     )

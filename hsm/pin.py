@@ -27,6 +27,8 @@ def _read_pin_file(source: str) -> str:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PinRequired(f"cannot read the PIN file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:  # never quote the content: it is a secret
+        raise PinRequired(f"the PIN file {path} is not UTF-8 text") from exc
     return text.rstrip("\r\n")
 
 

@@ -67,6 +67,13 @@ def keys(uri: str, as_json: bool) -> None:
     emit([dataclasses.asdict(k) for k in found], as_json=as_json, text=lines or ["(no objects)"])
 
 
+def _text(value: bytes, what: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:  # never quote the content: it is a secret
+        raise BadInput(f"the {what} is not UTF-8 text") from exc
+
+
 @hsm.command("init-token")
 @click.option("--label", required=True, help="Label of the new token.")
 @click.option("--pin-file", type=click.Path(dir_okay=False), help="User PIN file.")
@@ -99,16 +106,24 @@ def init_token(label: str, pin_file: str | None, so_pin_file: str | None, as_jso
             "no PIN: give --pin-file and --so-pin-file, or set DEVID_PKCS11_PIN "
             "and DEVID_PKCS11_SO_PIN"
         )
-    info = backend.init_softhsm_token(label, so_pin=so_pin.decode(), user_pin=pin.decode())
+    info = backend.init_softhsm_token(
+        label, so_pin=_text(so_pin, "SO PIN"), user_pin=_text(pin, "PIN")
+    )
     emit(dataclasses.asdict(info), as_json=as_json, text=info.uri)
 
 
 @hsm.command()
 @click.argument("uri", metavar="URI")
 @json_option
-@examples("devid hsm delete 'pkcs11:token=factory;object=old-key'")
+@examples(
+    "devid hsm delete 'pkcs11:token=factory;object=old-key'\n"
+    "devid hsm delete 'pkcs11:token=factory;object=old-key;type=cert'"
+)
 def delete(uri: str, as_json: bool) -> None:
-    """Delete the key pair (private, public, certificate objects) URI names."""
+    """Delete the key pair (private, public, certificate objects) URI names.
+
+    With type=cert or type=public in the URI, only those objects are deleted.
+    """
     count = backend.delete_key(uri)
     emit(
         {"deleted_objects": count, "uri": str(backend.parse_uri(uri))},
