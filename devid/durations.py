@@ -15,6 +15,10 @@ from devid.errors import BadInput
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
+#: The longest span of time any option accepts (and the most ``--days``): 100 years.
+MAX_DAYS = 36500
+MAX_SPAN = dt.timedelta(days=MAX_DAYS)
+
 
 def parse_duration(text: str) -> dt.timedelta:
     """``30d``, ``12h``, ``10m``, ``45s``, ``2w`` or a sum of them (``1d12h``)."""
@@ -24,7 +28,10 @@ def parse_duration(text: str) -> dt.timedelta:
         raise BadInput(
             f"bad duration {text!r}; use a number with a unit s, m, h, d or w, e.g. 30d or 1h30m"
         )
-    return dt.timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds > MAX_SPAN.total_seconds():
+        raise BadInput(f"duration {text!r} is too long; at most {MAX_DAYS}d (100 years)")
+    return dt.timedelta(seconds=seconds)
 
 
 def format_duration(span: dt.timedelta) -> str:
@@ -85,7 +92,10 @@ def parse_instant(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     base = now or utcnow()
     if stripped[:1] in "+-" and stripped[1:2].isdigit():
         span = parse_duration(stripped[1:])
-        return base + span if stripped[0] == "+" else base - span
+        try:
+            return base + span if stripped[0] == "+" else base - span
+        except OverflowError:
+            raise BadInput(f"time {text!r} is out of range") from None
     try:
         when = dt.datetime.fromisoformat(stripped.replace("Z", "+00:00"))
     except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from devid.errors import BadInput, Conflict
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
+#: The most read_input reads by default: keys, certificates, CSRs and templates are far smaller.
+INPUT_LIMIT = 1 << 20
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -64,13 +67,27 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bo
     return path
 
 
-def read_input(path: str | Path, *, what: str = "file") -> bytes:
-    """Read a user-named input file, turning OS errors into one clear line."""
+def read_input(path: str | Path, *, what: str = "file", limit: int = INPUT_LIMIT) -> bytes:
+    """Read a user-named input file, turning OS errors into one clear line.
+
+    Only regular files and pipes (``<(...)``) are read, and at most *limit* bytes: a device
+    such as /dev/zero, or a huge file named by mistake, is refused instead of read forever.
+    """
     try:
-        return Path(path).read_bytes()
+        if not _readable_kind(os.stat(path).st_mode):
+            raise BadInput(f"{what} {path} is not a regular file")
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except FileNotFoundError as exc:
         raise BadInput(f"{what} not found: {path}") from exc
     except IsADirectoryError as exc:
         raise BadInput(f"{what} is a directory: {path}") from exc
     except OSError as exc:
         raise BadInput(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise BadInput(f"{path} is larger than {limit / 2**20:g} MiB; too large for a {what}")
+    return data
+
+
+def _readable_kind(mode: int) -> bool:
+    return stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISDIR(mode)

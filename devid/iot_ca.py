@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -146,7 +145,7 @@ def registration_config(data: bytes, role_arn: str | None, *, where: str) -> dic
     """``{templateBody, roleArn}`` from a template file (bare or a registrationConfig)."""
     body = jitp.load_template(data, where=where)
     if role_arn is None:
-        doc = json.loads(data)
+        doc = jitp.loads(data, where=where)
         role_arn = doc.get("roleArn") if isinstance(doc, dict) else None
     if not role_arn:
         raise BadInput("a JITP template needs --role-arn (the provisioning role)")
@@ -161,7 +160,7 @@ def check_template(template_body: str, store: Store, ca: str) -> list[str]:
     Returns the subjects checked. Fails (exit 1) on parameters JITP does not provide or
     cannot fill, and on the first device certificate whose subject lacks a parameter.
     """
-    template = json.loads(template_body)
+    template = jitp.loads(template_body, where="the JITP template")
     empty = jitp.check(template, x509.Name([]))
     if empty.unknown or empty.unfillable:
         reasons = "; ".join(r for r in empty.reasons() if not r.startswith("the subject lacks"))

@@ -30,6 +30,8 @@ PREFIX = "AWS::IoT::Certificate::"
 #: AWS IoT thing names (CreateThing): 1-128 of these characters
 _THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 _SUB_VARIABLE = re.compile(r"\$\{(?!!)([^}]+)\}")
+#: Deeper templates are refused: the walks below recurse, and no real template comes close.
+MAX_DEPTH = 100
 
 
 class CertificateParameter(enum.Enum):
@@ -83,16 +85,41 @@ def subject_text(name: x509.Name) -> str:
     return name.rfc4514_string(_DN_LABELS)
 
 
+def _too_deep(doc: Any) -> bool:
+    """Whether *doc* nests deeper than :data:`MAX_DEPTH` (walked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return False
+
+
+def loads(data: bytes | str, *, where: str) -> Any:
+    """``json.loads``, refusing documents nested too deeply to walk (ValueError as usual)."""
+    try:
+        doc = json.loads(data)
+    except RecursionError as exc:
+        raise BadInput(f"{where} is nested too deeply (JSON)") from exc
+    if _too_deep(doc):
+        raise BadInput(f"{where} is nested too deeply (more than {MAX_DEPTH} levels)")
+    return doc
+
+
 def load_template(data: bytes, *, where: str = "template") -> dict[str, Any]:
     """The template body from a template file or a ``registrationConfig`` wrapper."""
     try:
-        doc = json.loads(data)
+        doc = loads(data, where=where)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"{where} is not JSON: {exc}") from exc
     if isinstance(doc, dict) and "templateBody" in doc:
         body = doc["templateBody"]
         try:
-            doc = json.loads(body) if isinstance(body, str) else body
+            doc = loads(body, where=f"{where}: templateBody") if isinstance(body, str) else body
         except ValueError as exc:
             raise BadInput(f"{where}: templateBody is not a JSON document: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):

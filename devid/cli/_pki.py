@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from devid.cli._common import load_key_ref
+from devid.durations import MAX_DAYS
 from devid.keys import PrivateKey
 from devid.store import Store, open_store
 
@@ -45,4 +46,5 @@ def key_loader(passphrase_file: str | None) -> Callable[[str], PrivateKey]:
 
 
 def days_option(help_text: str) -> Callable[[F], F]:
-    return click.option("--days", type=click.IntRange(min=1), help=help_text)
+    """``--days``: bounded so dates stay within what X.509 and Python can represent."""
+    return click.option("--days", type=click.IntRange(min=1, max=MAX_DAYS), help=help_text)

@@ -53,7 +53,9 @@ def _text(data: dict[str, Any]) -> list[str]:
 @click.option("--parent", metavar="NAME", help="Sign with this CA (an intermediate); else a root.")
 @click.option("--subject", metavar="DN", help="RFC 4514 subject (default CN=NAME).")
 @days_option("Validity in days (root 3650, intermediate 1825).")
-@click.option("--path-len", type=click.IntRange(min=0), help="Most CAs allowed below this one.")
+@click.option(
+    "--path-len", type=click.IntRange(min=0, max=255), help="Most CAs allowed below this one."
+)
 @click.option(
     "--name-constraint",
     "constraints",

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from devid.cli._common import emit, examples, json_option, passphrase_file_option
 from devid.cli._pki import key_loader, store_from, store_option
+from devid.durations import MAX_DAYS
 from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
 from devid.pki.ca import load_ca
 from devid.pki.crl import DEFAULT_CRL_DAYS, generate_crl
@@ -29,7 +30,7 @@ def crl() -> None:
 )
 @click.option(
     "--days",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_DAYS),
     default=DEFAULT_CRL_DAYS,
     show_default=True,
     help="Days until nextUpdate.",

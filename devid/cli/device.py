@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -20,6 +21,8 @@ def device() -> None:
 
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
+#: The longest --timeout: an hour is far beyond any broker round trip.
+MAX_TIMEOUT = 3600.0
 
 
 @device.command()
@@ -64,8 +67,8 @@ def connect(
     2 bad input (Ed25519 key, key not matching the certificate); 3 broker unreachable or
     no answer within --timeout.
     """
-    if timeout <= 0:
-        raise BadInput("--timeout must be positive")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise BadInput(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
     key = load_key_ref(key_ref, passphrase_file)
     report = mqtt.connect_check(
         mqtt.Endpoint.parse(endpoint),

@@ -21,6 +21,8 @@ from devid.keys import KeyType
 from devid.provision import Progress, ProvisionResult, provision_batch
 
 HEADER = "device_id"
+#: Batch files list many devices: allow far more than a key or certificate file.
+BATCH_LIMIT = 64 << 20
 
 
 def _jsonl_ids(lines: list[str], where: str) -> list[str]:
@@ -32,6 +34,8 @@ def _jsonl_ids(lines: list[str], where: str) -> list[str]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{where} line {number}: not JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise BadInput(f"{where} line {number}: JSON nested too deeply") from exc
         if not isinstance(item, dict) or not isinstance(item.get(HEADER), str):
             raise BadInput(f'{where} line {number}: expected {{"{HEADER}": "..."}}')
         ids.append(item[HEADER])
@@ -61,7 +65,7 @@ def read_device_ids(path: Path) -> list[str]:
     """Device ids from a CSV file (first column, or the ``device_id`` column when a header
     names one; ``#`` lines skipped) or a JSONL file (``{"device_id": ...}`` per line)."""
     try:
-        text = read_input(path, what="batch file").decode("utf-8-sig")
+        text = read_input(path, what="batch file", limit=BATCH_LIMIT).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: not a text file (CSV or JSONL of device ids)") from exc
     if "\x00" in text:

@@ -40,6 +40,12 @@ def is_dns_name(text: str) -> bool:
 
 
 def _general_name(kind: str, value: str, *, network: bool) -> x509.GeneralName:
+    # cryptography takes only A-labels (ValueError otherwise); IDNs must come as xn--...
+    if not value.isascii():
+        raise BadInput(
+            f"malformed {kind} value {value!r}: only ASCII; write an international domain "
+            "name in its xn-- form"
+        )
     if kind == "dns":
         if not is_dns_name(value.lstrip(".") if network else value):
             raise BadInput(f"malformed DNS name {value!r}")
