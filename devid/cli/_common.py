@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
-from devid.errors import BadInput, EnvironmentProblem
-from devid.keys import PrivateKey
-from devid.loading import load_signing_key
+from devid.errors import BadInput, EnvironmentProblem, PassphraseRequired
+from devid.keys import PrivateKey, PublicKey
+from devid.loading import load_public_key, load_signing_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,6 +102,15 @@ def load_key_ref(ref: str, passphrase_file: str | None = None) -> PrivateKey:
         return asked
 
     return load_signing_key(ref, passphrase=given, ask_passphrase=ask)
+
+
+def public_key_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
+    """The public key of *ref* in any form; an encrypted private key file is opened with
+    the passphrase sources of :func:`load_key_ref` (its public half is encrypted too)."""
+    try:
+        return load_public_key(ref)
+    except PassphraseRequired:
+        return load_key_ref(ref, passphrase_file).public_key()
 
 
 def aws_options(func: F) -> F:

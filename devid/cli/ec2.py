@@ -18,13 +18,13 @@ from devid.cli._common import (
     json_option,
     load_key_ref,
     passphrase_file_option,
+    public_key_of,
     secret,
 )
-from devid.errors import BadInput, CheckFailed, PassphraseRequired
+from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import ec2_imported
 from devid.fsutil import read_input
-from devid.keys import PublicKey, is_token_ref
-from devid.loading import load_public_key
+from devid.keys import is_token_ref
 
 
 @click.group()
@@ -39,16 +39,6 @@ def ec2() -> None:
 
 def _client(profile: str | None, region: str | None, endpoint_url: str | None) -> Any:
     return client("ec2", AwsOptions(profile, region, endpoint_url))
-
-
-def _public_of(ref: str, passphrase_file: str | None) -> PublicKey:
-    if is_token_ref(ref):
-        return load_public_key(ref)
-    try:
-        return load_public_key(ref)
-    except PassphraseRequired:
-        # An encrypted private key file (not PPK): its public half needs the passphrase.
-        return load_key_ref(ref, passphrase_file).public_key()
 
 
 @ec2.command()
@@ -166,7 +156,7 @@ def import_(
     RSA 3072, which is not in EC2's documented list) are refused with exit 1 before AWS
     is called. A duplicate NAME exits 4.
     """
-    public = _public_of(ref, passphrase_file)
+    public = public_key_of(ref, passphrase_file)
     verdict = policy.check(public, policy.Service.EC2)
     if not verdict.ok:
         raise CheckFailed(f"{ref}: {verdict.reason}")

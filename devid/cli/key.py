@@ -15,13 +15,14 @@ from devid.cli._common import (
     json_option,
     load_key_ref,
     passphrase_file_option,
+    public_key_of,
     secret,
 )
-from devid.errors import BadInput, CheckFailed, PassphraseRequired
+from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import fingerprints
 from devid.fsutil import read_input
 from devid.keys import KeyType, PrivateFormat, PrivateKey, PublicKey, generate_key, is_token_ref
-from devid.loading import load_public_key, looks_private
+from devid.loading import looks_private
 from devid.pubformat import PublicFormat, public_bytes
 
 KEY_TYPES = [k.value for k in KeyType]
@@ -110,15 +111,6 @@ def generate(
     )
 
 
-def _public_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
-    try:
-        return load_public_key(ref)
-    except PassphraseRequired:
-        # An encrypted private key file: its public half needs the passphrase.
-        key_obj: PrivateKey = load_key_ref(ref, passphrase_file)
-        return key_obj.public_key()
-
-
 @key.command()
 @click.argument("ref", metavar="REF")
 @click.option(
@@ -156,7 +148,7 @@ def public(
     """
     from devid.fsutil import PUBLIC_MODE, write_atomic
 
-    public_key = _public_of(ref, passphrase_file)
+    public_key = public_key_of(ref, passphrase_file)
     data = public_bytes(public_key, PublicFormat(fmt), comment=comment)
     if out is not None:
         write_atomic(out, data, mode=PUBLIC_MODE, force=force)
@@ -195,7 +187,7 @@ def fingerprint(ref: str, passphrase_file: str | None, as_json: bool) -> None:
     if _is_private_file(ref):  # EC2's created-key fingerprint needs the private key
         source = load_key_ref(ref, passphrase_file)
     else:
-        source = _public_of(ref, passphrase_file)
+        source = public_key_of(ref, passphrase_file)
     fp = fingerprints(source)
     label = _SSH_KEYGEN_NAMES[fp.type]
     text = [f"{fp.bits} {fp.openssh_sha256} ({label})", f"{fp.bits} {fp.openssh_md5} ({label})"]
@@ -240,7 +232,7 @@ def check(ref: str, service: str, passphrase_file: str | None, as_json: bool) ->
     CodeCommit: RSA >= 2048. EC2: RSA 1024/2048/4096 or Ed25519. ec2-windows: RSA only.
     IoT: RSA >= 2048 or EC P-256/P-384/P-521.
     """
-    verdict = policy.check(_public_of(ref, passphrase_file), policy.Service.parse(service))
+    verdict = policy.check(public_key_of(ref, passphrase_file), policy.Service.parse(service))
     emit(verdict.as_dict(), as_json=as_json, text=verdict.reason if verdict.ok else None)
     if not verdict.ok:
         raise CheckFailed(verdict.reason)

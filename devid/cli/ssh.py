@@ -9,7 +9,14 @@ import click
 
 import hsm
 from devid.aws import AwsOptions
-from devid.cli._common import aws_options, emit, examples, json_option, load_key_ref, warn
+from devid.cli._common import (
+    aws_options,
+    emit,
+    examples,
+    json_option,
+    public_key_of,
+    warn,
+)
 from devid.codecommit import (
     Identity,
     Retire,
@@ -20,11 +27,10 @@ from devid.codecommit import (
     rotate,
     token_identity,
 )
-from devid.errors import BadInput, DevidError
+from devid.errors import DevidError
 from devid.fingerprint import openssh_sha256
 from devid.iam import IamSshKeys, SshKey, Status, parse_key_id
 from devid.keys import PublicKey, is_token_ref
-from devid.loading import load_public_key
 from devid.localkeys import local_keys, matching
 from devid.sshconfig import CodeCommitEntry, find_entry, merge, read_config, render, write_config
 from hsm.module import resolve_module_path
@@ -52,17 +58,6 @@ def _iam(
     user: str, profile: str | None, region: str | None, endpoint_url: str | None
 ) -> IamSshKeys:
     return IamSshKeys.connect(user, AwsOptions(profile, region, endpoint_url))
-
-
-def _public_of(ref: str) -> PublicKey:
-    """The public key of *ref*: a token key, a public key file, or a private key file."""
-    try:
-        return load_public_key(ref)
-    except BadInput as first:
-        try:  # an encrypted private key: its public half needs the passphrase
-            return load_key_ref(ref).public_key()
-        except BadInput:
-            raise first from None
 
 
 def _fingerprint_lines(key: SshKey) -> list[str]:
@@ -99,7 +94,7 @@ def register(
     Checked first: RSA >= 2048 (exit 1 if not), not registered already and fewer than 5
     keys (exit 4, naming the keys to retire).
     """
-    key = _iam(user, profile, region, endpoint_url).upload(_public_of(ref))
+    key = _iam(user, profile, region, endpoint_url).upload(public_key_of(ref))
     data = {"user": user, "reference": ref, **key.as_dict()}
     text = [f"ssh key id   {key.key_id}", f"status       {key.status.value}"]
     text += _fingerprint_lines(key)
@@ -196,7 +191,7 @@ def rotate_cmd(
     config cannot be written, the new key is deleted again (exit code of that failure); if
     retiring fails, the config already uses the new, active key (exit 3).
     """
-    key = _public_of(ref)
+    key = public_key_of(ref)
     ident = _identity(ref, key, identity)
     config = config_path or default_config()
     steps: list[Step] = []
