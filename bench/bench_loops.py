@@ -180,9 +180,10 @@ def cpu_breakdown(ca_name: str, key: Any, csrs: Csrs, store_url: str) -> dict[st
     machine shared with other work.
     """
     from devid.durations import utcnow
+    from devid.pki import certs as pki_certs
     from devid.pki.build import builder_for, rsa_padding, signature_hash
     from devid.pki.ca import load_ca
-    from devid.pki.issue import IssueRequest, _record, plan, random_serial
+    from devid.pki.issue import IssueRequest, plan, random_serial
     from devid.pki.profiles import PROFILES
     from devid.store import Event, open_store
 
@@ -208,7 +209,10 @@ def cpu_breakdown(ca_name: str, key: Any, csrs: Csrs, store_url: str) -> dict[st
     ]
     steps["sign (cryptography encodes and signs)"] = clock() - start
     start = clock()
-    records = [_record(ca, c, s, r, None) for c, s, r in zip(certs, specs, requests, strict=True)]
+    records = [
+        pki_certs.certificate_record(c, ca=ca.name, profile=r.profile.name, sans=s.sans)
+        for c, s, r in zip(certs, specs, requests, strict=True)
+    ]
     steps["inventory record (PEM, SHA-256, subject, SANs)"] = clock() - start
     store = open_store(store_url)
     start = clock()

@@ -55,16 +55,21 @@ class CertificateSpec:
     crl_url: str | None = None
 
 
-def _authority_key_id(
-    issuer: x509.Certificate | None, own: PublicKey
-) -> x509.AuthorityKeyIdentifier:
-    if issuer is None:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(own)
+def authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKI naming *issuer*: its SKI when it has one, else derived from its key."""
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _authority_key_id(
+    issuer: x509.Certificate | None, own: PublicKey
+) -> x509.AuthorityKeyIdentifier:
+    if issuer is None:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(own)
+    return authority_key_id(issuer)
 
 
 def builder_for(spec: CertificateSpec, issuer: x509.Certificate | None) -> x509.CertificateBuilder:

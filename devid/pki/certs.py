@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -102,10 +103,17 @@ def sans_of(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[x50
 
 
 def certificate_record(
-    cert: x509.Certificate, *, ca: str, profile: str, **extra: str | None
+    cert: x509.Certificate,
+    *,
+    ca: str,
+    profile: str,
+    sans: Sequence[x509.GeneralName] | None = None,
+    **extra: str | None,
 ) -> CertRecord:
     """The inventory row for *cert* issued by the CA named *ca*.
 
+    *sans*, when the caller just signed *cert* from them, saves parsing them back out of
+    the certificate (the largest non-crypto cost of batch issuance, bench/RESULTS.md).
     *extra* may give ``key_ref``, ``device_id``, ``path`` and ``replaces``.
     """
     digest = sha256_hex(cert)
@@ -118,7 +126,7 @@ def certificate_record(
         fingerprint=colon_fingerprint(digest),
         aws_iot_id=digest,
         pem=pem(cert).decode(),
-        sans=tuple(general_name_text(n) for n in sans_of(cert)),
+        sans=tuple(general_name_text(n) for n in (sans_of(cert) if sans is None else sans)),
         profile=profile,
         key_ref=extra.get("key_ref"),
         device_id=extra.get("device_id"),

@@ -17,7 +17,7 @@ from devid.durations import utcnow
 from devid.errors import BadInput, CheckFailed, Conflict, NotFound
 from devid.keys import PrivateKey
 from devid.pki import certs
-from devid.pki.build import rsa_padding, signature_hash
+from devid.pki.build import authority_key_id, rsa_padding, signature_hash
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded
 from devid.store import Event, Revocation, Status, Store
 
@@ -121,7 +121,7 @@ def generate_crl(
             .issuer_name(ca.certificate.subject)
             .last_update(now)
             .next_update(now + dt.timedelta(days=days))
-            .add_extension(_authority_key_id(ca), critical=False)
+            .add_extension(authority_key_id(ca.certificate), critical=False)
             .add_extension(x509.CRLNumber(number), critical=False)
         )
         for revocation in revocations:
@@ -133,11 +133,3 @@ def generate_crl(
             raise CheckFailed(f"the CRL signed with the key of CA {ca.name!r} does not verify")
         store.add_event(Event("crl.generate", ca=ca.name, detail={"number": number}))
     return CrlResult(crl, number, len(revocations))
-
-
-def _authority_key_id(ca: CertificateAuthority) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.certificate.public_key())  # type: ignore[arg-type]
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)

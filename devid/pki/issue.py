@@ -65,13 +65,9 @@ class Issued:
     request: IssueRequest
 
 
-def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
-    """Refuse a CSR whose signature does not verify or whose key the profile finds weak."""
-    _checked_public_key(csr, profile)
-
-
 def _checked_public_key(csr: x509.CertificateSigningRequest, profile: Profile) -> PublicKey:
-    """:func:`check_csr`, returning the CSR's key (cryptography decodes it anew on each call)."""
+    """Refuse a CSR whose signature does not verify or whose key the profile finds weak;
+    return the CSR's key (cryptography decodes it anew on each call)."""
     try:
         valid = csr.is_signature_valid
     except Exception as exc:  # cryptography raises for unsupported signature algorithms
@@ -163,38 +159,17 @@ def _sign(
     device_id: str | None,
 ) -> Issued:
     cert = sign_certificate(spec, issuer=ca.certificate, key=key)
-    return Issued(cert, _record(ca, cert, spec, request, device_id), request)
-
-
-def _record(
-    ca: CertificateAuthority,
-    cert: x509.Certificate,
-    spec: CertificateSpec,
-    request: IssueRequest,
-    device_id: str | None,
-) -> CertRecord:
-    """The inventory row :func:`certs.certificate_record` would make for *cert*, with the SANs
-    taken from *spec* (which they were just signed from) rather than parsed back out of the
-    certificate: parsing a new certificate's extensions is the largest cost of a batch that
-    is not crypto or encoding (bench/RESULTS.md). tests/bench/test_issue_record.py checks that
-    both make the same row."""
-    digest = certs.sha256_hex(cert)
-    return CertRecord(
-        serial=certs.serial_hex(cert.serial_number),
+    record = certs.certificate_record(
+        cert,
         ca=ca.name,
-        subject=cert.subject.rfc4514_string(),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        fingerprint=certs.colon_fingerprint(digest),
-        aws_iot_id=digest,
-        pem=certs.pem(cert).decode(),
-        sans=tuple(general_name_text(n) for n in spec.sans),
         profile=request.profile.name,
+        sans=spec.sans,
         key_ref=key_reference(request.key_ref) if request.key_ref else None,
         device_id=device_id,
         path=request.path,
         replaces=request.replaces,
     )
+    return Issued(cert, record, request)
 
 
 def _issue_event(item: Issued) -> Event:

@@ -138,10 +138,6 @@ def general_name_text(name: x509.GeneralName) -> str:
     return f"{type(name).__name__}:{name.value!r}"
 
 
-def name_text(name: x509.Name) -> str:
-    return name.rfc4514_string()
-
-
 def common_name(name: x509.Name) -> str | None:
     values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(values[0].value) if values else None
