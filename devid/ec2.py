@@ -33,8 +33,8 @@ from devid.errors import (
     PassphraseRequired,
 )
 from devid.fingerprint import ec2_created, ec2_imported
-from devid.keys import PrivateKey, PublicKey
-from devid.loading import parse_private_key, parse_public_key
+from devid.keys import PrivateFormat, PrivateKey, PublicKey, private_key_bytes
+from devid.loading import looks_private, parse_private_key, parse_public_key
 from devid.pubformat import openssh_line
 from hsm.errors import TokenFailure
 
@@ -211,18 +211,14 @@ def _material(
         # moto (and any endpoint that ignores KeyFormat) returns PEM: convert here.
         return ppk.dump_ppk(key, comment=name, version=ppk_version), key, True
     if key_format is KeyFormat.PEM and is_ppk:
-        return _aws_pem(key), key, True
+        # PEM as AWS returns it: PKCS#1 for RSA, OpenSSH for Ed25519.
+        fmt = (
+            PrivateFormat.OPENSSH
+            if isinstance(key, ed25519.Ed25519PrivateKey)
+            else (PrivateFormat.PKCS1)
+        )
+        return private_key_bytes(key, fmt), key, True
     return data, key, False
-
-
-def _aws_pem(key: PrivateKey) -> bytes:
-    """PEM as AWS returns it: PKCS#1 for RSA, OpenSSH for Ed25519."""
-    fmt = (
-        serialization.PrivateFormat.OpenSSH
-        if isinstance(key, ed25519.Ed25519PrivateKey)
-        else serialization.PrivateFormat.TraditionalOpenSSL
-    )
-    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
 
 
 def _roll_back(ec2: Any, name: str) -> str:
@@ -402,16 +398,12 @@ def match_all(pairs: list[KeyPair], local: list[LocalKey]) -> tuple[list[Match],
     return found, [key for key in local if key.ref not in matched]
 
 
-def _looks_private(data: bytes) -> bool:
-    return ppk.is_ppk(data) or b"PRIVATE KEY-----" in data
-
-
 def key_from_bytes(
     ref: str, data: bytes, *, passphrase: bytes | None = None
 ) -> LocalKey | Skipped | None:
     """A local key from a file's bytes; Skipped when it is a key devid cannot open, None
     when it is no key at all. An encrypted PPK still gives its (clear) public key."""
-    if not _looks_private(data):
+    if not looks_private(data):
         try:
             return LocalKey.of(ref, parse_public_key(data, where=ref))
         except DevidError:

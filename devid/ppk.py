@@ -16,7 +16,7 @@ import hmac
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,9 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf import argon2
 
 from devid.errors import BadInput, PassphraseRequired
-
-PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-_PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+from devid.keys import PrivateKey, PublicKey
 
 # Argon2id parameters for files devid encrypts: puttygen 0.78's defaults (8 MiB, one lane);
 # puttygen times the passes to ~100 ms and chose 21 on the machine the vectors were made on.
@@ -100,7 +98,7 @@ def load_ppk(data: bytes, passphrase: bytes | None = None) -> tuple[PrivateKey, 
     return key, ppk.comment.decode("utf-8", "replace")
 
 
-def load_public(data: bytes) -> _PublicKey:
+def load_public(data: bytes) -> PublicKey:
     """The public key of a PPK v2/v3 file, encrypted or not, without a passphrase.
 
     PuTTY keeps the public blob in clear. Without the passphrase the MAC cannot be checked,
@@ -403,7 +401,7 @@ def _private_blob(key: PrivateKey) -> bytes:
     return _string(key.private_bytes_raw())
 
 
-def _public_key(algorithm: str, blob: bytes) -> _PublicKey:
+def _public_key(algorithm: str, blob: bytes) -> PublicKey:
     inner = _Reader(blob, "public key").string().decode("ascii", "replace")
     if inner != algorithm:
         raise BadInput(f"PPK file is corrupt: header says {algorithm}, public key is {inner}")

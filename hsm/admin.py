@@ -30,6 +30,7 @@ from hsm.objects import (
     CURVE_NAMES,
     TokenKeyHandle,
     curve_oid,
+    find_objects,
     find_private,
     retry_stale,
     search_template,
@@ -146,14 +147,7 @@ def _list_keys(parsed: Pkcs11Uri) -> list[KeyInfo]:
     for type_name, cls in wanted.items():
         if parsed.type is not None and parsed.type != type_name:
             continue
-        attrs: dict[Attribute, Any] = {Attribute.CLASS: cls}
-        if parsed.object_label is not None:
-            attrs[Attribute.LABEL] = parsed.object_label
-        if parsed.id is not None:
-            attrs[Attribute.ID] = parsed.id
-        with TOKEN_LOCK:
-            objects = list(session.get_objects(attrs))
-        for obj in objects:
+        for obj in find_objects(session, search_template(parsed, cls)):
             infos.append(_info(obj, type_name, base))
     return infos
 

@@ -29,7 +29,7 @@ CURVES: dict[str, ec.EllipticCurve] = {
 }
 
 
-def _find(session: pkcs11.Session, attrs: dict[Attribute, Any]) -> list[pkcs11.Object]:
+def find_objects(session: pkcs11.Session, attrs: dict[Attribute, Any]) -> list[pkcs11.Object]:
     with TOKEN_LOCK:
         try:
             return list(session.get_objects(attrs))
@@ -50,7 +50,7 @@ def find_private(session: pkcs11.Session, uri: Pkcs11Uri) -> pkcs11.PrivateKey:
     """The one private key *uri* names (by ``object=`` label and/or ``id=``)."""
     if uri.object_label is None and uri.id is None:
         raise AmbiguousKey("the key URI names no key; add object=LABEL or id=%XX")
-    found = _find(session, search_template(uri, ObjectClass.PRIVATE_KEY))
+    found = find_objects(session, search_template(uri, ObjectClass.PRIVATE_KEY))
     if not found:
         raise KeyNotFound(f"no private key {_name(uri)} on token {uri.token or '?'}")
     if len(found) > 1:
@@ -61,7 +61,7 @@ def find_private(session: pkcs11.Session, uri: Pkcs11Uri) -> pkcs11.PrivateKey:
 
 
 def find_public(session: pkcs11.Session, key_id: bytes) -> pkcs11.PublicKey | None:
-    found = _find(session, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id})
+    found = find_objects(session, {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id})
     key = found[0] if len(found) == 1 else None
     return key if isinstance(key, pkcs11.PublicKey) else None
 
