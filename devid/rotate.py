@@ -323,14 +323,9 @@ def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> Rotation
             with contextlib.suppress(HsmError):
                 hsm.delete_key(new_ref)
         raise
-    return RotationAction(
+    return _action(
         Outcome.RENEWED,
-        record.serial,
-        record.ca,
-        record.device_id,
-        record.path,
-        record.key_ref,
-        record.not_after,
+        record,
         renew_at,
         new_serial=issued.record.serial,
         new_not_after=issued.record.not_after,
@@ -377,17 +372,22 @@ def _issue(
     return issue_many(ca, [request], store=ctx.store, key=ca_key, before_commit=install)[0]
 
 
+def _action(
+    outcome: Outcome, record: CertRecord, renew_at: dt.datetime, **rest: Any
+) -> RotationAction:
+    """The action for *record*, its identifying fields taken from the inventory row."""
+    return RotationAction(
+        outcome, record.serial, record.ca, record.device_id, record.path, record.key_ref,
+        record.not_after, renew_at, **rest,
+    )  # fmt: skip
+
+
 def _failed(
     record: CertRecord, renew_at: dt.datetime, exc: DevidError | HsmError
 ) -> RotationAction:
-    return RotationAction(
+    return _action(
         Outcome.FAILED,
-        record.serial,
-        record.ca,
-        record.device_id,
-        record.path,
-        record.key_ref,
-        record.not_after,
+        record,
         renew_at,
         reason=str(exc),
         exit_code=exc.exit_code,
@@ -415,10 +415,7 @@ def _one(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAc
     try:
         _precheck(record, ctx.options)
         if ctx.options.dry_run:
-            return RotationAction(
-                Outcome.WOULD_RENEW, record.serial, record.ca, record.device_id, record.path,
-                record.key_ref, record.not_after, renew_at,
-            )  # fmt: skip
+            return _action(Outcome.WOULD_RENEW, record, renew_at)
         action = _renew(ctx, record, renew_at)
     except (DevidError, HsmError) as exc:
         return _failed(record, renew_at, exc)

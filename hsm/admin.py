@@ -106,6 +106,7 @@ def _load_key(parsed: Pkcs11Uri) -> TokenPrivateKey:
     token = find_token(parsed)
     base = parsed.with_(type=None, object_label=None, id=None)
     handle = TokenKeyHandle(uri=base, key_id=key_id, label=label, token_label=token.label)
+    handle.remember(obj)
     return token_key(handle)
 
 

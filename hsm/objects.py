@@ -170,6 +170,10 @@ class TokenKeyHandle:
         self._cached = (gen, obj)
         return obj
 
+    def remember(self, obj: pkcs11.PrivateKey) -> None:
+        """Cache *obj*, just found by the caller, so the first use need not search again."""
+        self._cached = (generation(), obj)
+
     def forget(self) -> None:
         """Drop the cached object: the next use finds it on the token again."""
         self._cached = None
