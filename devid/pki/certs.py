@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Sequence
@@ -60,6 +61,13 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def pem_of_der(der: bytes) -> str:
+    """The PEM of a DER certificate, as ``pem()`` writes it (RFC 7468: 64-column base64)."""
+    text = base64.b64encode(der).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
 def sha256_hex(cert: x509.Certificate) -> str:
     """Lower-case hex SHA-256 of the DER certificate: also the AWS IoT certificate id."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -67,8 +75,7 @@ def sha256_hex(cert: x509.Certificate) -> str:
 
 def colon_fingerprint(hex_digest: str) -> str:
     """``AB:CD:...`` as ``openssl x509 -fingerprint`` prints it."""
-    upper = hex_digest.upper()
-    return ":".join(upper[i : i + 2] for i in range(0, len(upper), 2))
+    return bytes.fromhex(hex_digest).hex(":").upper()
 
 
 def serial_hex(serial: int) -> str:
@@ -108,15 +115,19 @@ def certificate_record(
     ca: str,
     profile: str,
     sans: Sequence[x509.GeneralName] | None = None,
+    der: bytes | None = None,
     **extra: str | None,
 ) -> CertRecord:
     """The inventory row for *cert* issued by the CA named *ca*.
 
-    *sans*, when the caller just signed *cert* from them, saves parsing them back out of
-    the certificate (the largest non-crypto cost of batch issuance, bench/RESULTS.md).
+    *sans* and *der*, when the caller just signed *cert* from those SANs into that DER, save
+    parsing the SANs back out of the certificate and encoding it again (the largest non-crypto
+    costs of batch issuance, bench/RESULTS.md).
     *extra* may give ``key_ref``, ``device_id``, ``path`` and ``replaces``.
     """
-    digest = sha256_hex(cert)
+    if der is None:
+        der = cert.public_bytes(serialization.Encoding.DER)
+    digest = hashlib.sha256(der).hexdigest()
     return CertRecord(
         serial=serial_hex(cert.serial_number),
         ca=ca,
@@ -125,7 +136,7 @@ def certificate_record(
         not_after=cert.not_valid_after_utc,
         fingerprint=colon_fingerprint(digest),
         aws_iot_id=digest,
-        pem=pem(cert).decode(),
+        pem=pem_of_der(der),
         sans=tuple(general_name_text(n) for n in (sans_of(cert) if sans is None else sans)),
         profile=profile,
         key_ref=extra.get("key_ref"),

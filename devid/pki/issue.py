@@ -21,7 +21,7 @@ from devid.errors import BadInput, Conflict
 from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
 from devid.keys import PrivateKey, PublicKey
 from devid.pki import certs
-from devid.pki.build import CertificateSpec, sign_certificate
+from devid.pki.build import CertificateSigner, CertificateSpec
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
 from devid.pki.names import common_name, general_name_text, unique_names
 from devid.pki.profiles import Profile, check_device_id
@@ -155,15 +155,17 @@ def _sign(
     ca: CertificateAuthority,
     spec: CertificateSpec,
     request: IssueRequest,
-    key: PrivateKey,
+    signer: CertificateSigner,
     device_id: str | None,
 ) -> Issued:
-    cert = sign_certificate(spec, issuer=ca.certificate, key=key)
+    der = signer.sign_der(spec)
+    cert = x509.load_der_x509_certificate(der)
     record = certs.certificate_record(
         cert,
         ca=ca.name,
         profile=request.profile.name,
         sans=spec.sans,
+        der=der,
         key_ref=key_reference(request.key_ref) if request.key_ref else None,
         device_id=device_id,
         path=request.path,
@@ -196,7 +198,7 @@ def issue_many(
     now = (now or utcnow()).replace(microsecond=0)
     ca.check_valid(now)
     plans = [_plan(ca, r, now, serials()) for r in requests]
-    signer = key or ca.signing_key(loader)
+    signer = CertificateSigner(ca.certificate, key or ca.signing_key(loader))
     issued = [
         _sign(ca, p.spec, r, signer, p.device_id) for p, r in zip(plans, requests, strict=True)
     ]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_tool
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -98,3 +99,10 @@ def test_batch_rows_equal_certificate_record(
     assert stored is not None
     assert dataclasses.replace(stored, issued_at=expected.issued_at) == expected
     assert list(item.record.sans) == [general_name_text(n) for n in certs.sans_of(item.certificate)]
+    # the PEM and fingerprints made from the DER are cryptography's and openssl's
+    assert item.record.pem == certs.pem(item.certificate).decode()
+    openssl = run_tool(
+        "openssl", "x509", "-noout", "-fingerprint", "-sha256", input=item.record.pem.encode()
+    )
+    assert openssl.stdout.decode().strip() == f"sha256 Fingerprint={item.record.fingerprint}"
+    assert item.record.aws_iot_id == item.record.fingerprint.replace(":", "").lower()
