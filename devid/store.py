@@ -174,6 +174,8 @@ def open_store(url: str | None = None) -> Store:
 
 
 def _ts(value: dt.datetime) -> str:
+    if value.tzinfo is dt.UTC:
+        return value.isoformat(timespec="seconds")
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).isoformat(timespec="seconds")
@@ -320,15 +322,33 @@ class SqliteStore:
 
     def add_certificates(self, records: Sequence[CertRecord]) -> list[int]:
         """Insert *records* in one transaction; return the positions refused as duplicates."""
-        duplicates: list[int] = []
+        rows = [_cert_row(r) for r in records]
         with self.transaction():
-            for n, record in enumerate(records):
-                try:
-                    self._execute(_INSERT_CERT, _cert_row(record))
-                except sqlite3.IntegrityError as exc:
-                    if "UNIQUE" not in str(exc):
-                        raise NotFound(f"CA {record.ca!r} is not in the inventory") from exc
-                    duplicates.append(n)
+            # All at once; should one be refused, undo them and find which, one by one.
+            self._execute("SAVEPOINT add_certificates")
+            try:
+                self._db.executemany(_INSERT_CERT, rows)
+            except sqlite3.IntegrityError:
+                self._execute("ROLLBACK TO add_certificates")
+            except sqlite3.Error as exc:
+                raise EnvironmentProblem(f"inventory {self.path}: {exc}") from exc
+            else:
+                self._execute("RELEASE add_certificates")
+                return []
+            self._execute("RELEASE add_certificates")
+            return self._add_one_by_one(records, rows)
+
+    def _add_one_by_one(
+        self, records: Sequence[CertRecord], rows: Sequence[tuple[Any, ...]]
+    ) -> list[int]:
+        duplicates: list[int] = []
+        for n, (record, row) in enumerate(zip(records, rows, strict=True)):
+            try:
+                self._execute(_INSERT_CERT, row)
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc):
+                    raise NotFound(f"CA {record.ca!r} is not in the inventory") from exc
+                duplicates.append(n)
         return duplicates
 
     def get_certificate(self, serial: str) -> CertRecord | None:

@@ -71,6 +71,14 @@ def time(value: dt.datetime) -> bytes:
     return tlv(0x18, f"{value.year:04d}{value.strftime('%m%d%H%M%S')}Z".encode())
 
 
+@functools.lru_cache(maxsize=64)
+def validity(not_before: dt.datetime, not_after: dt.datetime) -> bytes:
+    """The Validity SEQUENCE (cached: a batch gives all its certificates the same one)."""
+    if not_after <= not_before:
+        raise ValueError("the certificate's validity ends before it begins")
+    return tlv(_SEQUENCE, time(not_before) + time(not_after))
+
+
 def algorithm_identifier(dotted: str, *, null_parameters: bool = False) -> bytes:
     """An AlgorithmIdentifier with no parameters, or with NULL ones (RSA, RFC 4055 5)."""
     return tlv(_SEQUENCE, oid(dotted) + (b"\x05\x00" if null_parameters else b""))
@@ -116,19 +124,15 @@ def tbs_certificate(
     serial: int,
     algorithm: bytes,
     issuer: bytes,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
+    validity: bytes,
     subject: bytes,
     public_key: bytes,
     extensions: Sequence[bytes],
 ) -> bytes:
-    """A v3 TBSCertificate from DER parts (*issuer*, *subject*: Names; *extensions*: each
-    encoded by :func:`extension`)."""
+    """A v3 TBSCertificate from DER parts (*issuer*, *subject*: Names; *validity*: from
+    :func:`validity`; *extensions*: each encoded by :func:`extension`)."""
     if serial < 1 or serial.bit_length() > _MAX_SERIAL_BITS:
         raise ValueError(f"the serial number must be positive and at most {_MAX_SERIAL_BITS} bits")
-    if not_after <= not_before:
-        raise ValueError("the certificate's validity ends before it begins")
-    validity = tlv(_SEQUENCE, time(not_before) + time(not_after))
     body = [_VERSION_3, integer(serial), algorithm, issuer, validity, subject, public_key]
     if extensions:
         body.append(tlv(0xA3, tlv(_SEQUENCE, b"".join(extensions))))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from devid.durations import utcnow
 from devid.errors import BadInput, Conflict
@@ -67,16 +69,37 @@ class Issued:
 
 def _checked_public_key(csr: x509.CertificateSigningRequest, profile: Profile) -> PublicKey:
     """Refuse a CSR whose signature does not verify or whose key the profile finds weak;
-    return the CSR's key (cryptography decodes it anew on each call)."""
+    return the CSR's key."""
     try:
-        valid = csr.is_signature_valid
-    except Exception as exc:  # cryptography raises for unsupported signature algorithms
+        public = _verified_key(csr)
+    except InvalidSignature:
+        raise BadInput(
+            "the CSR signature does not verify; it was altered or signed by another key"
+        ) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise BadInput(f"cannot check the CSR signature: {exc}") from exc
-    if not valid:
-        raise BadInput("the CSR signature does not verify; it was altered or signed by another key")
-    public = csr.public_key()
     profile.keys.check(public, profile=profile.name)
-    return public  # type: ignore[return-value]  # KeyRules.check refused every other type
+    return public
+
+
+def _verified_key(csr: x509.CertificateSigningRequest) -> PublicKey:
+    """The CSR's key, after checking the CSR's signature with it: what ``is_signature_valid``
+    does, with the key parsed once instead of twice (a batch does this for every request)."""
+    public = csr.public_key()
+    params = csr.signature_algorithm_parameters
+    signature, signed = csr.signature, csr.tbs_certrequest_bytes
+    if isinstance(public, rsa.RSAPublicKey) and isinstance(params, padding.PKCS1v15 | padding.PSS):
+        digest = csr.signature_hash_algorithm
+        if digest is None:
+            raise ValueError("the RSA signature names no hash")
+        public.verify(signature, signed, params, digest)
+    elif isinstance(public, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
+        public.verify(signature, signed, params)
+    elif isinstance(public, ed25519.Ed25519PublicKey) and params is None:
+        public.verify(signature, signed)
+    elif not csr.is_signature_valid:  # any other pairing: cryptography decides
+        raise InvalidSignature
+    return public  # type: ignore[return-value]  # KeyRules.check refuses the other types
 
 
 def _device_id(request: IssueRequest, subject: x509.Name) -> str | None:

@@ -75,6 +75,32 @@ def test_a_serial_in_use_is_replaced_by_a_fresh_one(
     assert len(store.find_certificates(CertQuery(ca=ca.name))) == 2
 
 
+def test_a_batch_with_taken_serials_records_every_certificate_once(
+    pki_home: Path, key_file: Callable[[str], Path]
+) -> None:
+    # one serial already in the inventory and one repeated inside the batch: the batch insert
+    # is refused as a whole, the refused rows are found one by one and signed again
+    store, ca = _software_ca(key_file)
+    first = issue(ca, IssueRequest(load_csr(_device_csr()), PROFILES["device"]), store=store)
+    taken = int(first.record.serial, 16)
+    base = 0x7000_0000_0000_0000_0000
+    sequence = iter([base + 1, base + 2, taken, base + 4, base + 2, base + 6, base + 7])
+    requests = [
+        IssueRequest(csr=load_csr(_device_csr(f"dev-{n}")), profile=PROFILES["device"])
+        for n in range(5)
+    ]
+    issued = issue_many(ca, requests, store=store, serials=lambda: next(sequence))
+    assert [i.certificate.serial_number for i in issued] == [
+        base + 1, base + 2, base + 6, base + 4, base + 7
+    ]  # fmt: skip
+    assert [i.record.serial for i in issued] == [
+        serial_hex(i.certificate.serial_number) for i in issued
+    ]
+    recorded = store.find_certificates(CertQuery(ca=ca.name))
+    assert len(recorded) == 6
+    assert len(store.events(ca=ca.name)) >= 6
+
+
 def test_issue_many_records_a_batch_in_one_call(
     pki_home: Path, key_file: Callable[[str], Path]
 ) -> None:
