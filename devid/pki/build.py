@@ -1,21 +1,19 @@
 """Building and signing certificates from a profile: the one place extensions are chosen.
 
-The signing key may be a file key or a token key; devid calls its ``sign()``, which for a
-token key runs on the token (DESIGN.md section 1).
+The signing key may be a file key or a token key; cryptography's builder calls its
+``sign()``, which for a token key runs on the token (DESIGN.md section 1).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from devid.keys import PrivateKey, PublicKey
-from devid.pki import der
 from devid.pki.profiles import Profile
 
 HashAlgorithm = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
@@ -66,9 +64,9 @@ def authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def _fixed_extensions(
+def _shared_extensions(
     spec: CertificateSpec, key_id: x509.AuthorityKeyIdentifier | None
-) -> list[x509.Extension[x509.ExtensionType]]:
+) -> list[tuple[x509.ExtensionType, bool]]:
     """The extensions every certificate of *spec*'s profile, issuer and key kind shares."""
     profile = spec.profile
     path_len = spec.path_len if profile.ca else None
@@ -85,116 +83,87 @@ def _fixed_extensions(
             [x509.UniformResourceIdentifier(spec.crl_url)], None, None, None
         )
         chosen.append((x509.CRLDistributionPoints([point]), False))
-    return [x509.Extension(value.oid, critical, value) for value, critical in chosen]
+    return chosen
 
 
 def _own_extensions(
-    spec: CertificateSpec, key_identifier: bytes, *, self_signed: bool
-) -> list[x509.Extension[x509.ExtensionType]]:
+    spec: CertificateSpec, *, self_signed: bool
+) -> list[tuple[x509.ExtensionType, bool]]:
     """The extensions that differ per certificate: key identifiers, SANs, name constraints."""
-    chosen: list[tuple[x509.ExtensionType, bool]] = [
-        (x509.SubjectKeyIdentifier(key_identifier), False)
-    ]
+    ski = x509.SubjectKeyIdentifier.from_public_key(spec.public_key)
+    chosen: list[tuple[x509.ExtensionType, bool]] = [(ski, False)]
     if self_signed:  # the issuer's key is the subject's own
-        chosen.append((x509.AuthorityKeyIdentifier(key_identifier, None, None), False))
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        chosen.append((aki, False))
     if spec.sans:
         # RFC 5280 4.2.1.6: the SAN extension is critical when the subject is empty.
         chosen.append((x509.SubjectAlternativeName(list(spec.sans)), len(spec.subject) == 0))
     if spec.name_constraints is not None:
         chosen.append((spec.name_constraints, True))
-    return [x509.Extension(value.oid, critical, value) for value, critical in chosen]
+    return chosen
 
 
-def extensions_for(
-    spec: CertificateSpec, issuer: x509.Certificate | None
-) -> list[x509.Extension[x509.ExtensionType]]:
-    """The extensions of the certificate for *spec*, in order; *issuer* None: self-signed.
-
-    First those shared by every certificate of the profile and issuer (basic constraints,
-    key usage, AKI, EKU, CRL distribution point), then the certificate's own (SKI, SANs, name
-    constraints); the order has no meaning in X.509, and this one lets a batch encode the
-    shared part once.
-    """
-    key_id = der.key_identifier(der.public_key_info(spec.public_key))
-    key_id_of_issuer = None if issuer is None else authority_key_id(issuer)
-    return [
-        *_fixed_extensions(spec, key_id_of_issuer),
-        *_own_extensions(spec, key_id, self_signed=issuer is None),
-    ]
-
-
-# AlgorithmIdentifiers of certificate signatures: RFC 5758 3.2 (ECDSA, no parameters),
-# RFC 4055 5 (RSA PKCS#1 v1.5, NULL parameters), RFC 8410 3 (Ed25519, no parameters).
-_ECDSA = {
-    "sha256": der.algorithm_identifier("1.2.840.10045.4.3.2"),
-    "sha384": der.algorithm_identifier("1.2.840.10045.4.3.3"),
-    "sha512": der.algorithm_identifier("1.2.840.10045.4.3.4"),
-}
-_RSA_PKCS1 = {"sha256": der.algorithm_identifier("1.2.840.113549.1.1.11", null_parameters=True)}
-_ED25519 = der.algorithm_identifier("1.3.101.112")
-
-
-def _signature(key: PrivateKey) -> tuple[bytes, Callable[[bytes], bytes]]:
-    """The AlgorithmIdentifier *key* signs certificates with, and the signing function."""
-    digest = signature_hash(key)
-    if isinstance(key, ec.EllipticCurvePrivateKey) and digest is not None:
-        ecdsa = ec.ECDSA(digest)
-        return _ECDSA[digest.name], lambda data: key.sign(data, ecdsa)
-    if isinstance(key, rsa.RSAPrivateKey) and digest is not None:
-        pkcs1 = padding.PKCS1v15()
-        return _RSA_PKCS1[digest.name], lambda data: key.sign(data, pkcs1, digest)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return _ED25519, key.sign
-    raise TypeError(f"devid cannot sign certificates with a {type(key).__name__}")
-
-
-_FixedKey = tuple[Profile, int | None, bool, str | None]
+_Shared = tuple[Profile, int | None, bool, str | None, dt.datetime, dt.datetime]
+_MAX_SHARED = 64
 
 
 class CertificateSigner:
     """Signs certificates for one issuer with one key; a batch makes one and signs many.
 
-    The TBSCertificate is framed by :mod:`devid.pki.der` (the bytes cryptography's
-    ``CertificateBuilder`` makes, at a fraction of its cost, from the extensions
-    :func:`extensions_for` lists) and signed by ``key.sign``, on the token for a token key.
-    What the issuer's certificate gives every certificate (its name, the AKI, the profile's
-    shared extensions) is worked out once per signer.
+    cryptography's ``CertificateBuilder`` builds and signs (DESIGN.md section 1); the key's
+    ``sign()`` runs on the token for a token key. What the certificates of a batch share —
+    issuer name, validity, the profile's extensions (basic constraints, key usage, AKI, EKU,
+    CRL distribution point) — is set once on a builder that each certificate then extends
+    with its own subject, key, serial, SKI, SANs and name constraints. Builders are immutable,
+    so the shared one is never changed by its extensions.
     """
 
     def __init__(self, issuer: x509.Certificate | None, key: PrivateKey) -> None:
         self.issuer = issuer
-        self._algorithm, self._sign = _signature(key)
-        self._issuer_name = issuer.subject.public_bytes() if issuer is not None else None
+        self._key = key
+        self._hash = signature_hash(key)
+        self._padding = rsa_padding(key, pss=False)
         self._key_id = authority_key_id(issuer) if issuer is not None else None
-        self._fixed: dict[_FixedKey, bytes] = {}
+        self._shared: dict[_Shared, x509.CertificateBuilder] = {}
 
-    def _fixed_der(self, spec: CertificateSpec) -> bytes:
-        rsa_subject = isinstance(spec.public_key, rsa.RSAPublicKey)
-        cache_key = (spec.profile, spec.path_len, rsa_subject, spec.crl_url)
-        encoded = self._fixed.get(cache_key)
-        if encoded is None:
-            fixed = _fixed_extensions(spec, self._key_id)
-            encoded = self._fixed[cache_key] = b"".join(der.extension(e) for e in fixed)
-        return encoded
-
-    def sign_der(self, spec: CertificateSpec) -> bytes:
-        """The DER certificate for *spec*."""
-        subject = spec.subject.public_bytes()
-        public_key = der.public_key_info(spec.public_key)
-        own = _own_extensions(spec, der.key_identifier(public_key), self_signed=self.issuer is None)
-        tbs = der.tbs_certificate(
-            serial=spec.serial,
-            algorithm=self._algorithm,
-            issuer=self._issuer_name or subject,
-            validity=der.validity(spec.not_before, spec.not_after),
-            subject=subject,
-            public_key=public_key,
-            extensions=[self._fixed_der(spec), *(der.extension(e) for e in own)],
+    def _shared_builder(self, spec: CertificateSpec) -> x509.CertificateBuilder:
+        rsa_subject = isinstance(spec.public_key, rsa.RSAPublicKey)  # key usage depends on it
+        key = (
+            spec.profile,
+            spec.path_len,
+            rsa_subject,
+            spec.crl_url,
+            spec.not_before,
+            spec.not_after,
         )
-        return der.certificate(tbs, self._algorithm, self._sign(tbs))
+        builder = self._shared.get(key)
+        if builder is None:
+            builder = (
+                x509.CertificateBuilder()
+                .not_valid_before(spec.not_before)
+                .not_valid_after(spec.not_after)
+            )
+            if self.issuer is not None:
+                builder = builder.issuer_name(self.issuer.subject)
+            for value, critical in _shared_extensions(spec, self._key_id):
+                builder = builder.add_extension(value, critical)
+            if len(self._shared) >= _MAX_SHARED:
+                self._shared.clear()
+            self._shared[key] = builder
+        return builder
 
     def sign(self, spec: CertificateSpec) -> x509.Certificate:
-        return x509.load_der_x509_certificate(self.sign_der(spec))
+        builder = (
+            self._shared_builder(spec)
+            .subject_name(spec.subject)
+            .public_key(spec.public_key)
+            .serial_number(spec.serial)
+        )
+        if self.issuer is None:
+            builder = builder.issuer_name(spec.subject)
+        for value, critical in _own_extensions(spec, self_signed=self.issuer is None):
+            builder = builder.add_extension(value, critical)
+        return builder.sign(self._key, self._hash, rsa_padding=self._padding)
 
 
 def sign_certificate(

@@ -115,18 +115,16 @@ def certificate_record(
     ca: str,
     profile: str,
     sans: Sequence[x509.GeneralName] | None = None,
-    der: bytes | None = None,
     **extra: str | None,
 ) -> CertRecord:
     """The inventory row for *cert* issued by the CA named *ca*.
 
-    *sans* and *der*, when the caller just signed *cert* from those SANs into that DER, save
-    parsing the SANs back out of the certificate and encoding it again (the largest non-crypto
-    costs of batch issuance, bench/RESULTS.md).
+    *sans*, when the caller just signed *cert* from them, saves parsing them back out of
+    the certificate (the largest non-crypto cost of batch issuance, bench/RESULTS.md).
+    The DER is encoded once, for the fingerprint and the PEM.
     *extra* may give ``key_ref``, ``device_id``, ``path`` and ``replaces``.
     """
-    if der is None:
-        der = cert.public_bytes(serialization.Encoding.DER)
+    der = cert.public_bytes(serialization.Encoding.DER)
     digest = hashlib.sha256(der).hexdigest()
     return CertRecord(
         serial=serial_hex(cert.serial_number),

@@ -181,14 +181,12 @@ def _sign(
     signer: CertificateSigner,
     device_id: str | None,
 ) -> Issued:
-    der = signer.sign_der(spec)
-    cert = x509.load_der_x509_certificate(der)
+    cert = signer.sign(spec)
     record = certs.certificate_record(
         cert,
         ca=ca.name,
         profile=request.profile.name,
         sans=spec.sans,
-        der=der,
         key_ref=key_reference(request.key_ref) if request.key_ref else None,
         device_id=device_id,
         path=request.path,
