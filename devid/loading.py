@@ -96,12 +96,24 @@ def load_signing_key(
     if is_token_ref(ref):
         return hsm.load_key(ref)
     data = read_input(ref, what="key file")
+    return open_private_key(data, where=ref, passphrase=passphrase, ask_passphrase=ask_passphrase)
+
+
+def open_private_key(
+    data: bytes,
+    *,
+    where: str,
+    passphrase: bytes | None = None,
+    ask_passphrase: PassphraseSource | None = None,
+) -> PrivateKey:
+    """:func:`parse_private_key`, calling *ask_passphrase* once when *data* is encrypted and
+    no *passphrase* was given."""
     try:
-        return parse_private_key(data, passphrase=passphrase, where=ref)
+        return parse_private_key(data, passphrase=passphrase, where=where)
     except PassphraseRequired:
         if ask_passphrase is None or passphrase is not None:
             raise
-        return parse_private_key(data, passphrase=ask_passphrase(), where=ref)
+        return parse_private_key(data, passphrase=ask_passphrase(), where=where)
 
 
 def _ssh_line(data: bytes, where: str) -> PublicKey | None:

@@ -16,8 +16,16 @@ from typing import Any, TypeVar
 import click
 
 from devid.errors import BadInput, EnvironmentProblem, PassphraseRequired
-from devid.keys import PrivateKey, PublicKey
-from devid.loading import load_public_key, load_signing_key
+from devid.fsutil import read_input
+from devid.keys import PrivateKey, PublicKey, is_token_ref
+from devid.loading import (
+    PassphraseSource,
+    load_public_key,
+    load_signing_key,
+    looks_private,
+    open_private_key,
+    parse_public_key,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,8 +99,8 @@ def passphrase_file_option(func: F) -> F:
     )(func)
 
 
-def load_key_ref(ref: str, passphrase_file: str | None = None) -> PrivateKey:
-    """Load a private key reference, asking for a passphrase only when one is needed."""
+def _passphrases(ref: str, passphrase_file: str | None) -> tuple[bytes | None, PassphraseSource]:
+    """The passphrase given (file, else DEVID_PASSPHRASE), and a prompt for when none was."""
     given = secret(file=passphrase_file, env="DEVID_PASSPHRASE", prompt=None, what="passphrase")
 
     def ask() -> bytes:
@@ -101,6 +109,12 @@ def load_key_ref(ref: str, passphrase_file: str | None = None) -> PrivateKey:
             raise BadInput(f"{ref} is encrypted; give --passphrase-file or set DEVID_PASSPHRASE")
         return asked
 
+    return given, ask
+
+
+def load_key_ref(ref: str, passphrase_file: str | None = None) -> PrivateKey:
+    """Load a private key reference, asking for a passphrase only when one is needed."""
+    given, ask = _passphrases(ref, passphrase_file)
     return load_signing_key(ref, passphrase=given, ask_passphrase=ask)
 
 
@@ -111,6 +125,18 @@ def public_key_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
         return load_public_key(ref)
     except PassphraseRequired:
         return load_key_ref(ref, passphrase_file).public_key()
+
+
+def key_of(ref: str, passphrase_file: str | None = None) -> PrivateKey | PublicKey:
+    """What *ref* holds, read once (so ``<(...)`` and ``-`` work): a private key file as its
+    private key, a token key or any other form as its public key."""
+    if is_token_ref(ref):
+        return load_public_key(ref)
+    data = read_input(ref, what="key file")
+    if not looks_private(data):
+        return parse_public_key(data, where=ref)
+    given, ask = _passphrases(ref, passphrase_file)
+    return open_private_key(data, where=ref, passphrase=given, ask_passphrase=ask)
 
 
 def aws_options(func: F) -> F:

@@ -13,16 +13,14 @@ from devid.cli._common import (
     emit,
     examples,
     json_option,
-    load_key_ref,
+    key_of,
     passphrase_file_option,
     public_key_of,
     secret,
 )
 from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import fingerprints
-from devid.fsutil import read_input
-from devid.keys import KeyType, PrivateFormat, PrivateKey, PublicKey, generate_key, is_token_ref
-from devid.loading import looks_private
+from devid.keys import KeyType, PrivateFormat, generate_key, is_token_ref
 from devid.pubformat import PublicFormat, public_bytes
 
 KEY_TYPES = [k.value for k in KeyType]
@@ -183,12 +181,8 @@ devid key fingerprint key.pem --passphrase-file pass.txt
 )
 def fingerprint(ref: str, passphrase_file: str | None, as_json: bool) -> None:
     """Show the OpenSSH, IAM and EC2 fingerprints of REF (any key form or pkcs11: URI)."""
-    source: PublicKey | PrivateKey
-    if _is_private_file(ref):  # EC2's created-key fingerprint needs the private key
-        source = load_key_ref(ref, passphrase_file)
-    else:
-        source = public_key_of(ref, passphrase_file)
-    fp = fingerprints(source)
+    # a private key file stays private: EC2's created-key fingerprint needs it
+    fp = fingerprints(key_of(ref, passphrase_file))
     label = _SSH_KEYGEN_NAMES[fp.type]
     text = [f"{fp.bits} {fp.openssh_sha256} ({label})", f"{fp.bits} {fp.openssh_md5} ({label})"]
     text.append(f"iam_md5      {fp.iam_md5}")
@@ -205,10 +199,6 @@ def fingerprint(ref: str, passphrase_file: str | None, as_json: bool) -> None:
 
 #: the key type names ``ssh-keygen -l`` prints, so the first two lines read alike
 _SSH_KEYGEN_NAMES = {"rsa": "RSA", "ec": "ECDSA", "ed25519": "ED25519"}
-
-
-def _is_private_file(ref: str) -> bool:
-    return not is_token_ref(ref) and looks_private(read_input(ref, what="key file"))
 
 
 @key.command()

@@ -8,11 +8,13 @@ those real-AWS values, so the fingerprint paths are tested even though moto comp
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Result, run_tool
+from conftest import ROOT, Result, run_tool
 from ec2_support import (
     MOTO_PUBLIC_KEY,
     MOTO_PUBLISHED_FINGERPRINT,
@@ -128,3 +130,25 @@ def test_key_fingerprint_cli_shows_both_ec2_forms(
     data = json.loads(result.out)
     assert data["ec2"] == Pipelines.imported(key)
     assert data["ec2_created"] == Pipelines.created(key)
+
+
+def test_key_fingerprint_reads_a_pipe_once(tmp_path: Path) -> None:
+    # <(...) is a pipe that can be read once: the private key's created-key fingerprint and
+    # the public ones must all come from that one read
+    key = openssl_rsa(tmp_path / "k.pem", traditional=False)
+    Path(key).chmod(0o600)  # for ssh-keygen -y
+    command = f'{sys.executable} -m devid key fingerprint <(cat "{key}") --json'
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["ec2_created"] == Pipelines.created(key)
+    assert data["ec2"] == Pipelines.imported(key)
+    public = run_tool("ssh-keygen", "-y", "-f", str(key)).stdout.decode()
+    command = f"{sys.executable} -m devid key fingerprint <(echo '{public.strip()}') --json"
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["openssh_sha256"] == data["openssh_sha256"]
