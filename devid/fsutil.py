@@ -34,17 +34,31 @@ def refuse_existing(path: Path, *, force: bool) -> None:
 def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bool = False) -> Path:
     """Write *data* to *path* so that readers see the old file or the whole new one.
 
-    The temporary file is created with mode 0600 in the target directory, synced, and then
-    linked into place: ``os.link`` when *force* is false (fails if *path* appeared in the
-    meantime, so nothing is ever overwritten by a race), ``os.replace`` when it is true.
+    Refuses an existing *path* unless *force* (see :func:`place_atomic`); OS errors become
+    one-line :class:`BadInput`, an existing file :class:`Conflict`.
     """
     path = Path(path)
     refuse_existing(path, force=force)
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        place_atomic(path, data, mode=mode, replace=force)
+    except FileExistsError as exc:
+        raise Conflict(f"{path} exists; pass --force to overwrite it") from exc
     except OSError as exc:
-        raise BadInput(f"cannot write {path}: {exc.strerror}") from exc
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def place_atomic(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
+    """Put *data* at *path* atomically; OS errors propagate to the caller.
+
+    The temporary file is created with mode 0600 in the target directory, synced, given
+    *mode* and then linked into place: ``os.link`` when *replace* is false (fails with
+    FileExistsError if *path* appeared in the meantime, so nothing is ever overwritten by a
+    race), ``os.replace`` when it is true; then the directory is synced. The temporary file
+    never outlives a failure, an interrupt (Ctrl-C) included.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -52,19 +66,15 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bo
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        if force:
+        if replace:
             os.replace(tmp, path)
         else:
             os.link(tmp, path)
             tmp.unlink()
-    except FileExistsError as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise Conflict(f"{path} exists; pass --force to overwrite it") from exc
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise BadInput(f"cannot write {path}: {exc.strerror}") from exc
+        raise
     _fsync_dir(directory)
-    return path
 
 
 def read_input(path: str | Path, *, what: str = "file", limit: int = INPUT_LIMIT) -> bytes:

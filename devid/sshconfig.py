@@ -29,16 +29,15 @@ hand-kept config survives and a second run changes nothing:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from devid.errors import BadInput, EnvironmentProblem
+from devid.fsutil import place_atomic
 
 __all__ = [
     "CODECOMMIT_HOST",
@@ -181,7 +180,7 @@ def write_config(path: Path, text: str) -> Path | None:
         if old == data:
             return None
         backup = _backup(target, old) if old is not None else None
-        _atomic_write(target, data)
+        place_atomic(target, data, mode=0o600, replace=True)
     except OSError as err:
         raise EnvironmentProblem(f"cannot write {path}: {err.strerror or err}") from err
     return backup
@@ -350,22 +349,6 @@ def _backup(target: Path, data: bytes) -> Path:
             raise
         return candidate
     raise FileExistsError(f"too many backups of {target} named {stamp}")
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        _write_fd(fd, data)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def _write_fd(fd: int, data: bytes) -> None:

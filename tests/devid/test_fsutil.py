@@ -108,6 +108,29 @@ def test_file_appearing_after_the_check_is_not_overwritten(
     assert names(tmp_path) == ["raced"]
 
 
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_an_interrupted_write_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: BaseException, force: bool
+) -> None:
+    # Ctrl-C (or a full disk) while the data is synced: neither the target nor the
+    # temporary file may be left, and an existing file stays as it was
+    path = tmp_path / "key.pem"
+    if force:
+        path.write_bytes(b"old")
+
+    def stop(fd: int) -> None:
+        raise interrupt
+
+    monkeypatch.setattr(os, "fsync", stop)
+    expected = KeyboardInterrupt if interrupt is KeyboardInterrupt else BadInput
+    with pytest.raises(expected):
+        write_atomic(path, b"new", force=force)
+    assert names(tmp_path) == (["key.pem"] if force else [])
+    if force:
+        assert path.read_bytes() == b"old"
+
+
 def test_missing_directory_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="cannot write") as info:
         write_atomic(tmp_path / "no" / "such" / "dir" / "key", b"x")
