@@ -22,13 +22,13 @@ from devid.errors import BadInput, CheckFailed, Conflict, DevidError, NotFound
 from devid.fingerprint import iam_md5, openssh_sha256, ssh_wire_blob
 from devid.keys import PublicKey
 from devid.loading import parse_public_key
+from devid.policy import parse_key_id
 from devid.pubformat import openssh_line
 
 #: At most this many SSH public keys per IAM user (Active and Inactive alike).
 QUOTA = 5
 
 # IAM SSHPublicKeyId: "APKA" + upper-case letters/digits, 20 to 128 characters.
-_KEY_ID = re.compile(r"APKA[A-Z0-9]{16,124}")
 # IAM user names: 1-64 of letters, digits and +=,.@_-
 _USER = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 
@@ -43,16 +43,6 @@ class Encoding(enum.Enum):
 
     SSH = "SSH"
     PEM = "PEM"
-
-
-def parse_key_id(text: str) -> str:
-    """*text* if it is an IAM SSH public key id, else :class:`BadInput` (exit 2)."""
-    if not _KEY_ID.fullmatch(text):
-        raise BadInput(
-            f"{text!r} is not an IAM SSH public key id",
-            hint="expected APKA followed by upper-case letters and digits, 20+ characters",
-        )
-    return text
 
 
 def parse_user(text: str) -> str:

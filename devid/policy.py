@@ -7,6 +7,7 @@ uploaded: does this key fit, and if not, exactly why not and what to use instead
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from devid.errors import BadInput
@@ -107,3 +108,17 @@ def check(key: PublicKey | PrivateKey, service: Service) -> Verdict:
         name = "ed25519" if info.algorithm == "ed25519" else f"{info.algorithm}-{info.size}"
         return Verdict(service, True, f"{name} keys are accepted by {service.title}")
     return Verdict(service, False, reason)
+
+
+#: IAM SSH public key ids (what git connects as): APKA, then upper-case letters and digits
+_KEY_ID = re.compile(r"APKA[A-Z0-9]{16,124}")
+
+
+def parse_key_id(text: str) -> str:
+    """*text* if it is an IAM SSH public key id, else :class:`BadInput` (exit 2)."""
+    if not _KEY_ID.fullmatch(text):
+        raise BadInput(
+            f"{text!r} is not an IAM SSH public key id",
+            hint="expected APKA followed by upper-case letters and digits, 20+ characters",
+        )
+    return text

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from devid.errors import BadInput, EnvironmentProblem
 from devid.fsutil import place_atomic
+from devid.policy import parse_key_id
 
 __all__ = [
     "CODECOMMIT_HOST",
@@ -55,7 +56,6 @@ _SAMPLE_HOST = "git-codecommit.us-east-1.amazonaws.com"
 _MANAGED = frozenset({"user", "identityfile", "identitiesonly", "pkcs11provider"})
 _HEADERS = frozenset({"host", "match"})
 # IAM SSHPublicKeyId: "APKA" + upper-case letters/digits, 20 to 128 characters.
-_KEY_ID = re.compile(r"APKA[A-Z0-9]{16,124}")
 # Characters that make ssh split or cut a value unless it is quoted.
 _NEEDS_QUOTES = re.compile(r"[\s#'=]")
 _LINE = re.compile(r"[^\n]*\n|[^\n]+")
@@ -77,11 +77,7 @@ class CodeCommitEntry:
     pkcs11_provider: str | None = None
 
     def __post_init__(self) -> None:
-        if not _KEY_ID.fullmatch(self.key_id):
-            raise BadInput(
-                f"{self.key_id!r} is not an IAM SSH public key id",
-                hint="expected APKA followed by upper-case letters and digits, 20+ characters",
-            )
+        parse_key_id(self.key_id)
         _check_path("IdentityFile", self.identity_file)
         if self.pkcs11_provider is not None:
             _check_path("PKCS11Provider", self.pkcs11_provider)
