@@ -42,6 +42,7 @@ from devid.errors import BadInput, CheckFailed, EnvironmentProblem
 from devid.fsutil import read_input
 from devid.keys import KeyType, PrivateFormat, PrivateKey, describe, private_key_bytes
 from devid.mqtt_probe import ProbeRequest, ProbeResult, TokenKeySource, child_main
+from devid.pki.certs import load_certificates
 from hsm.module import resolve_module_path
 from hsm.pin import resolve_pin
 
@@ -96,13 +97,7 @@ class ConnectReport:
 
 def load_chain(path: Path, *, what: str) -> list[x509.Certificate]:
     """The certificates in a PEM file (several allowed) or a DER file."""
-    data = read_input(path, what=what)
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise BadInput(f"{what} {path} holds no readable X.509 certificate") from exc
+    return load_certificates(read_input(path, what=what), where=f"{what} {path}")
 
 
 def _pem(certs: list[x509.Certificate]) -> bytes:

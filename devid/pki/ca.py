@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -92,9 +93,10 @@ class CertificateAuthority:
     def path_len(self) -> int | None:
         return _basic_constraints(self.certificate).path_length
 
-    @property
+    @functools.cached_property
     def intermediates(self) -> tuple[x509.Certificate, ...]:
-        """The chain without its self-signed root: what a device sends with its certificate."""
+        """The chain without its self-signed root: what a device sends with its certificate.
+        (Worked out once: telling a root needs a signature check, and a batch asks per device.)"""
         return tuple(c for c in self.chain if not certs.is_self_signed(c))
 
     def check_valid(self, now: dt.datetime | None = None) -> None:
