@@ -32,6 +32,7 @@ from hsm.objects import (
     curve_oid,
     find_objects,
     find_private,
+    read_attribute,
     retry_stale,
     search_template,
 )
@@ -111,13 +112,7 @@ def _load_key(parsed: Pkcs11Uri) -> TokenPrivateKey:
 
 
 def _get(obj: pkcs11.Object, attribute: Attribute) -> Any:
-    with TOKEN_LOCK:
-        try:
-            return obj[attribute]
-        except (px.AttributeTypeInvalid, px.AttributeSensitive, NotImplementedError):
-            return None
-        except px.PKCS11Error as exc:
-            raise translate(exc, f"reading {attribute.name}") from exc
+    return read_attribute(obj, attribute, optional=True)
 
 
 def _size(obj: pkcs11.Object, key_type: Any) -> str:

@@ -72,12 +72,20 @@ def _name(uri: Pkcs11Uri) -> str:
     return f"id={uri.id.hex() if uri.id else ''}"
 
 
-def _attr(obj: pkcs11.Object, attribute: Attribute) -> Any:
+def read_attribute(obj: pkcs11.Object, attribute: Attribute, *, optional: bool = False) -> Any:
+    """*obj*'s *attribute*; with *optional*, None where the object has none or hides it
+    (sensitive), instead of an error."""
     with TOKEN_LOCK:
         try:
             return obj[attribute]
         except px.PKCS11Error as exc:
+            if optional and isinstance(exc, px.AttributeTypeInvalid | px.AttributeSensitive):
+                return None
             raise translate(exc, f"reading {attribute.name}") from exc
+        except NotImplementedError:  # python-pkcs11 cannot decode this attribute's type
+            if optional:
+                return None
+            raise
 
 
 def _ec_point(raw: bytes) -> bytes:
@@ -117,16 +125,16 @@ CURVE_NAMES = {
 
 def public_from_objects(priv: pkcs11.PrivateKey, pub: pkcs11.PublicKey | None) -> PublicKey:
     """A cryptography public key built from the token's attributes."""
-    key_type = _attr(priv, Attribute.KEY_TYPE)
+    key_type = read_attribute(priv, Attribute.KEY_TYPE)
     if key_type == KeyType.RSA:
         source = pub if pub is not None else priv
-        n = int.from_bytes(_attr(source, Attribute.MODULUS), "big")
-        e = int.from_bytes(_attr(source, Attribute.PUBLIC_EXPONENT), "big")
+        n = int.from_bytes(read_attribute(source, Attribute.MODULUS), "big")
+        e = int.from_bytes(read_attribute(source, Attribute.PUBLIC_EXPONENT), "big")
         return rsa.RSAPublicNumbers(e, n).public_key()
     if pub is None:
         raise KeyNotFound("the token holds no public key object with this key's CKA_ID")
-    point = _ec_point(_attr(pub, Attribute.EC_POINT))
-    oid = curve_oid(_attr(pub, Attribute.EC_PARAMS))
+    point = _ec_point(read_attribute(pub, Attribute.EC_POINT))
+    oid = curve_oid(read_attribute(pub, Attribute.EC_PARAMS))
     if key_type == KeyType.EC_EDWARDS and oid == ED25519_OID:
         return ed25519.Ed25519PublicKey.from_public_bytes(point)
     if key_type == KeyType.EC and oid in CURVES:
