@@ -35,6 +35,7 @@ from devid.errors import (
 from devid.fingerprint import ec2_created, ec2_imported
 from devid.keys import PrivateFormat, PrivateKey, PublicKey, private_key_bytes
 from devid.loading import looks_private, parse_private_key, parse_public_key
+from devid.localkeys import candidate_key_file
 from devid.pubformat import openssh_line
 from hsm.errors import TokenFailure
 
@@ -320,10 +321,6 @@ def _token_can_decrypt(key: hsm.TokenRSAPrivateKey) -> bool:
 # --- matching local keys to key pairs ----------------------------------------------------------
 
 # Files in ~/.ssh that hold keys of other people or hosts, or no key at all.
-_NOT_OWN_KEYS = frozenset(
-    {"authorized_keys", "authorized_keys2", "known_hosts", "known_hosts.old", "config"}
-)
-_MAX_KEY_FILE = 1 << 16
 _ENCRYPTED = "encrypted; its .pub file is matched if present, or name it with --match"
 
 
@@ -427,11 +424,9 @@ def scan(directory: Path) -> tuple[list[LocalKey], list[Skipped]]:
     if not directory.is_dir():
         return keys, skipped
     for path in sorted(directory.iterdir()):
-        if path.name in _NOT_OWN_KEYS or not path.is_file():
+        if not candidate_key_file(path):
             continue
         try:
-            if path.stat().st_size > _MAX_KEY_FILE:
-                continue
             data = path.read_bytes()
         except OSError as exc:
             skipped.append(Skipped(str(path), f"cannot read: {exc.strerror}"))

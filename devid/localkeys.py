@@ -40,7 +40,10 @@ def ssh_dir() -> Path:
     return Path.home() / ".ssh"
 
 
-def _looks_like_key(path: Path) -> bool:
+def candidate_key_file(path: Path) -> bool:
+    """Whether a file in ~/.ssh (or a directory like it) may be a key: a regular file of at
+    most 64 KiB that is not hidden, not a backup and not one of OpenSSH's other files
+    (config, known_hosts, authorized_keys, environment, rc)."""
     name = path.name
     if name.startswith(".") or name.startswith(_NOT_KEYS) or ".bak-" in name:
         return False
@@ -53,7 +56,7 @@ def _looks_like_key(path: Path) -> bool:
 def scan_dir(directory: Path) -> list[LocalKey]:
     """The keys devid can read without a passphrase or PIN among the files in *directory*."""
     try:
-        paths = sorted(p for p in directory.iterdir() if _looks_like_key(p))
+        paths = sorted(p for p in directory.iterdir() if candidate_key_file(p))
     except OSError:
         return []
     found: list[LocalKey] = []

@@ -276,6 +276,12 @@ def test_list_matches_keys_in_home_ssh(
     Path(f"{locked}.pub").unlink()
     (ssh / "config").write_text("Host *\n  IdentitiesOnly yes\n")
     (ssh / "known_hosts").write_text(Path(f"{spare}.pub").read_text())
+    # not keys of the user's own, though they hold key material: OpenSSH's other files,
+    # backups (devid's config backups among them) and hidden files
+    (ssh / "authorized_keys2").write_text(Path(f"{spare}.pub").read_text())
+    (ssh / "config.bak-20261129T000000").write_text(Path(f"{spare}.pub").read_text())
+    (ssh / "spare.bak-20261129T000000").write_bytes(Path(spare).read_bytes())
+    (ssh / ".spare-copy").write_bytes(Path(spare).read_bytes())
     aws = moto.aws_args()
     assert devid("ec2", "import", "laptop", "--key", f"{imported}.pub", *aws).code == 0
     assert devid("ec2", "create", "made", "--out", ssh / "made.pem", *aws).code == 0
