@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +16,10 @@ from hsm.errors import (
     HsmError,
     KeyExists,
     KeyNotFound,
-    ModuleNotFound,
-    TokenFailure,
     UriError,
     translate,
 )
+from hsm.inittoken import init_token
 from hsm.keygen import delete_objects
 from hsm.keys import TokenPrivateKey, token_key
 from hsm.module import TOKEN_LOCK, library, refresh, resolve_module_path
@@ -209,29 +206,23 @@ def _delete_only(session: pkcs11.Session, parsed: Pkcs11Uri, cls: ObjectClass) -
 
 
 def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:
-    """Initialise a new SoftHSM2 token labelled *label* in the first free slot.
+    """Initialise a new token labelled *label* in the first free slot of the module
+    (``DEVID_PKCS11_MODULE``, else SoftHSM2) and set its user PIN.
 
-    python-pkcs11 has no ``C_InitToken``, so ``softhsm2-util`` does it. It takes the PINs
-    only as arguments, visible in this machine's process list while it runs: acceptable for
-    the SoftHSM demo and test tokens this exists for, never meant for a production token.
+    ``C_InitToken`` and ``C_InitPIN`` are called in this process (:mod:`hsm.inittoken`), so
+    the PINs never appear in a command line.
     """
     if len(label.encode("utf-8")) > TOKEN_LABEL_BYTES:
         raise UriError(
             f"the token label {label!r} is too long: PKCS#11 token labels hold at most "
             f"{TOKEN_LABEL_BYTES} bytes (UTF-8)"
         )
+    path = resolve_module_path(None)
+    refresh(path)  # see tokens other processes made since this one loaded the module
     if any(t.label == label for t in list_tokens()):
         raise KeyExists(f"a token labelled {label!r} exists already")
-    tool = shutil.which("softhsm2-util")
-    if tool is None:
-        raise ModuleNotFound("softhsm2-util not found: apt-get install softhsm2")
-    args = [tool, "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", user_pin]
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        first = (done.stderr or done.stdout).strip().splitlines()[:1]
-        raise TokenFailure(f"softhsm2-util could not initialise {label!r}: {' '.join(first)}")
-    resolve_module_path(None)
-    refresh(None)
+    init_token(path, label, so_pin=so_pin.encode("utf-8"), user_pin=user_pin.encode("utf-8"))
+    refresh(path)
     for info in list_tokens():
         if info.label == label:
             return info

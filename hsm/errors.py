@@ -46,6 +46,12 @@ class PinIncorrect(HsmError):
     """The token refused the PIN."""
 
 
+class PinRejected(HsmError):
+    """The module refused a new PIN (its length or characters) when setting up a token."""
+
+    exit_code = 2
+
+
 class PinLocked(HsmError):
     """Too many wrong PINs: the token locked the user PIN."""
 

@@ -86,10 +86,10 @@ devid hsm init-token --label factory --pin-file pin.txt --so-pin-file so-pin.txt
 """
 )
 def init_token(label: str, pin_file: str | None, so_pin_file: str | None, as_json: bool) -> None:
-    """Initialise a SoftHSM2 token (tests and demos; uses softhsm2-util).
+    """Initialise a new token in the module's free slot (SoftHSM2: tests, demos, factories).
 
     PINs come from --pin-file/--so-pin-file, DEVID_PKCS11_PIN/DEVID_PKCS11_SO_PIN, or a
-    prompt; never from the command line.
+    prompt; never from the command line, and devid passes them to no other program.
     """
     pin = secret(
         file=pin_file, env="DEVID_PKCS11_PIN", prompt="New user PIN", what="PIN", confirm=True

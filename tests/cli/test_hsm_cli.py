@@ -293,3 +293,43 @@ def test_init_token_missing_pin_file(
                    "--so-pin-file", tmp_path / "nope")  # fmt: skip
     assert_one_error_line(result, 2, "PIN file")
     assert label not in slots_by_label()
+
+
+def test_init_token_runs_no_other_program(
+    devid: Callable[..., Result], softhsm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The PINs must not reach any command line (softhsm2-util takes them only as arguments):
+    # C_InitToken and C_InitPIN run in devid's own process.
+    import subprocess
+
+    def no_programs(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"init-token started a program: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_programs)
+    label = unique("init-inproc")
+    pin, so_pin = new_pins()
+    (tmp_path / "pin").write_text(pin)
+    (tmp_path / "so-pin").write_text(so_pin)
+    result = devid("hsm", "init-token", "--label", label, "--pin-file", tmp_path / "pin",
+                   "--so-pin-file", tmp_path / "so-pin")  # fmt: skip
+    monkeypatch.undo()
+    assert result.code == 0, result.err
+    assert_no_pin_shown(result, pin, so_pin)
+    assert_token_pins(label, pin, so_pin)
+
+
+@pytest.mark.parametrize("which", ["pin", "so-pin"])
+def test_init_token_refuses_a_short_pin_before_changing_anything(
+    devid: Callable[..., Result], softhsm: Path, tmp_path: Path, which: str
+) -> None:
+    # SoftHSM takes PINs of 4 to 255 bytes; a refused user PIN after C_InitToken would leave
+    # a token nobody can log in to, so both are checked first
+    label = unique("init-short")
+    pin, so_pin = new_pins()
+    (tmp_path / "pin").write_text("123" if which == "pin" else pin)
+    (tmp_path / "so-pin").write_text("123" if which == "so-pin" else so_pin)
+    before = set(slots_by_label())
+    result = devid("hsm", "init-token", "--label", label, "--pin-file", tmp_path / "pin",
+                   "--so-pin-file", tmp_path / "so-pin")  # fmt: skip
+    assert_one_error_line(result, 2, "must be 4 to 255 bytes long")
+    assert set(slots_by_label()) == before  # no token was initialised
