@@ -8,6 +8,8 @@ exit code the devid CLI uses for it (DESIGN.md section 4).
 
 from __future__ import annotations
 
+import re
+
 import pkcs11.exceptions as px
 
 
@@ -126,11 +128,25 @@ _BY_PKCS11: dict[type[Exception], tuple[type[HsmError], str]] = {
 }
 
 
+#: return values python-pkcs11 0.10 has no exception class for ("Unmapped error code 0x68")
+_BY_CODE: dict[int, tuple[type[HsmError], str]] = {
+    # SoftHSM answers CKR_KEY_FUNCTION_NOT_PERMITTED for a key it is re-reading from a token
+    # file another process is rewriting (seen under concurrent logins): find it again; if it
+    # stays, the key really lacks the usage flag (CKA_SIGN, CKA_DECRYPT)
+    0x68: (StaleHandle, "the key may not be used for this (or the token changed meanwhile)"),
+}
+_UNMAPPED = re.compile(r"Unmapped error code (0x[0-9a-fA-F]+)")
+
+
 def translate(exc: Exception, context: str) -> HsmError:
     """Map a python-pkcs11 exception to our tree; *context* says what was being done."""
     for kind in type(exc).__mro__:
         if kind in _BY_PKCS11:
             cls, why = _BY_PKCS11[kind]
             return cls(f"{context}: {why}")
+    unmapped = _UNMAPPED.fullmatch(str(exc)) if type(exc) is px.PKCS11Error else None
+    if unmapped and int(unmapped.group(1), 16) in _BY_CODE:
+        cls, why = _BY_CODE[int(unmapped.group(1), 16)]
+        return cls(f"{context}: {why}")
     detail = type(exc).__name__
     return TokenFailure(f"{context}: the PKCS#11 module failed ({detail})")

@@ -78,11 +78,16 @@ class _TokenKey:
             # Find the object under the same lock as the call: a module refresh in another
             # thread in between would leave a stale object handle.
             obj: Any = self._handle.private_object()
+            # python-pkcs11 gives the object no sign()/decrypt() when CKA_SIGN/CKA_DECRYPT
+            # is false (a key made by another tool for another use)
+            operation = getattr(obj, "decrypt" if what == "decrypt" else "sign", None)
+            if operation is None:
+                raise MechanismUnsupported(
+                    f"{what} with token key {self._handle.label!r}: the key may not be used "
+                    f"for this (its CKA_{'DECRYPT' if what == 'decrypt' else 'SIGN'} is false)"
+                )
             try:
-                if what == "decrypt":
-                    out = obj.decrypt(data, mechanism=mechanism, mechanism_param=param)
-                else:
-                    out = obj.sign(data, mechanism=mechanism, mechanism_param=param)
+                out = operation(data, mechanism=mechanism, mechanism_param=param)
             except px.PKCS11Error as exc:
                 raise translate(exc, f"{what} with token key {self._handle.label!r}") from exc
             return bytes(out)

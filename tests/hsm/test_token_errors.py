@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pkcs11.exceptions
 import pytest
 from conftest import ROOT, TEST_PIN, TOKEN_LABEL, Result, run_tool, softhsm_module, unique
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from pkcs11 import Attribute, KeyType
 
 import hsm
@@ -31,8 +33,10 @@ from hsm.errors import (
     KeyExists,
     KeyNotFound,
     ModuleNotFound,
+    StaleHandle,
     TokenNotFound,
     UriError,
+    translate,
 )
 from hsm.module import TOKEN_LOCK
 from hsm.session import session_for
@@ -409,3 +413,42 @@ def test_every_hsm_error_is_one_line() -> None:
         error = cls("label 'a\nb'\r\tend")
         assert "\n" not in str(error) and "\r" not in str(error)
         assert "a\\nb" in str(error)
+
+
+def test_a_key_that_may_not_sign_says_so(
+    token_uri: str, devid: Callable[..., Result], tmp_path: Path
+) -> None:
+    # CKA_SIGN false (a key another tool made for another use): python-pkcs11 gives the
+    # object no sign() at all; devid says what is wrong in one line, no traceback
+    label = unique("nosign")
+    key_id = os.urandom(8)
+    session = session_for(hsm.parse_uri(token_uri))
+    with TOKEN_LOCK:
+        session.generate_keypair(
+            KeyType.RSA, 2048, id=key_id, label=label, store=True,
+            private_template={Attribute.SIGN: False, Attribute.SENSITIVE: True},
+        )  # fmt: skip
+    uri = f"{token_uri};object={label}"
+    try:
+        key = hsm.load_key(uri)
+        with pytest.raises(HsmError) as caught:
+            key.sign(b"data", padding.PKCS1v15(), hashes.SHA256())
+        assert "may not be used for this (its CKA_SIGN is false)" in str(caught.value)
+        assert_one_line(str(caught.value))
+        result = devid("csr", "create", "--key", uri, "--subject", "CN=x", "--out",
+                       tmp_path / "x.csr")  # fmt: skip
+        assert_cli_error(result, 3)
+        assert "CKA_SIGN is false" in result.err
+        assert not (tmp_path / "x.csr").exists()
+    finally:
+        hsm.delete_key(hsm.parse_uri(token_uri).with_(id=key_id))
+
+
+@pytest.mark.parametrize(
+    "code, expected",
+    [("0x68", "may not be used for this"), ("0x1234", "the PKCS#11 module failed")],
+)
+def test_error_codes_python_pkcs11_does_not_name(code: str, expected: str) -> None:
+    error = translate(pkcs11.exceptions.PKCS11Error(f"Unmapped error code {code}"), "signing")
+    assert isinstance(error, StaleHandle) is (code == "0x68")
+    assert str(error).startswith("signing: ") and expected in str(error)
