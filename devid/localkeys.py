@@ -19,7 +19,11 @@ from devid.keys import PublicKey, is_token_ref
 from devid.loading import load_public_key, parse_public_key
 
 # Files in ~/.ssh that hold no key of the user's.
-_NOT_KEYS = ("config", "known_hosts", "authorized_keys", "environment", "rc")
+#: OpenSSH's own files in ~/.ssh (ssh(1), sshd(8) FILES), never the user's keys
+_NOT_KEYS = frozenset(
+    {"config", "known_hosts", "known_hosts.old", "authorized_keys", "authorized_keys2",
+     "environment", "rc"}
+)  # fmt: skip
 _MAX_SIZE = 64 * 1024
 
 
@@ -45,7 +49,7 @@ def candidate_key_file(path: Path) -> bool:
     most 64 KiB that is not hidden, not a backup and not one of OpenSSH's other files
     (config, known_hosts, authorized_keys, environment, rc)."""
     name = path.name
-    if name.startswith(".") or name.startswith(_NOT_KEYS) or ".bak-" in name:
+    if name.startswith(".") or name in _NOT_KEYS or ".bak-" in name:
         return False
     try:
         return path.is_file() and path.stat().st_size <= _MAX_SIZE

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.utils import Buffer
 from pkcs11 import MGF, Mechanism
 
-from hsm.errors import MechanismUnsupported, NotExtractable, translate
+from hsm.errors import MechanismUnsupported, NotExtractable, StaleHandle, translate
 from hsm.module import TOKEN_LOCK
 from hsm.objects import (
     PublicKey,
@@ -78,11 +78,13 @@ class _TokenKey:
             # Find the object under the same lock as the call: a module refresh in another
             # thread in between would leave a stale object handle.
             obj: Any = self._handle.private_object()
-            # python-pkcs11 gives the object no sign()/decrypt() when CKA_SIGN/CKA_DECRYPT
-            # is false (a key made by another tool for another use)
+            # python-pkcs11 gives the object no sign()/decrypt() when it read CKA_SIGN /
+            # CKA_DECRYPT as false: a key made by another tool for another use, or a read
+            # racing another process's rewrite of the token file (as with 0x68, hsm.errors),
+            # so the key is found again before this is final
             operation = getattr(obj, "decrypt" if what == "decrypt" else "sign", None)
             if operation is None:
-                raise MechanismUnsupported(
+                raise StaleHandle(
                     f"{what} with token key {self._handle.label!r}: the key may not be used "
                     f"for this (its CKA_{'DECRYPT' if what == 'decrypt' else 'SIGN'} is false)"
                 )

@@ -128,7 +128,7 @@ def public_key_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
 
 
 def key_of(ref: str, passphrase_file: str | None = None) -> PrivateKey | PublicKey:
-    """What *ref* holds, read once (so ``<(...)`` and ``-`` work): a private key file as its
+    """What *ref* holds, read once (so ``<(...)`` works): a private key file as its
     private key, a token key or any other form as its public key."""
     if is_token_ref(ref):
         return load_public_key(ref)

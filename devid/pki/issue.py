@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from devid.durations import utcnow
 from devid.errors import BadInput, Conflict
@@ -95,7 +96,10 @@ def _verified_key(csr: x509.CertificateSigningRequest) -> PublicKey:
         public.verify(signature, signed, params, digest)
     elif isinstance(public, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
         public.verify(signature, signed, params)
-    elif isinstance(public, ed25519.Ed25519PublicKey) and params is None:
+    elif (
+        isinstance(public, ed25519.Ed25519PublicKey)
+        and csr.signature_algorithm_oid == SignatureAlgorithmOID.ED25519
+    ):  # (params is None for every algorithm cryptography has no parameters for)
         public.verify(signature, signed)
     elif not csr.is_signature_valid:  # any other pairing: cryptography decides
         raise InvalidSignature

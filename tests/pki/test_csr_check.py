@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import algos as asn1_algos
 from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from conftest import run_tool
@@ -132,3 +133,16 @@ def test_a_signature_algorithm_for_another_key_type_is_a_bad_csr() -> None:
     assert isinstance(mixed.signature_algorithm_parameters, padding.PKCS1v15)
     with pytest.raises(BadInput):
         _checked_public_key(mixed, PROFILES["device"])
+
+
+@pytest.mark.parametrize("oid", ["1.3.101.113", "1.3.101.99", "1.2.840.10045.4.3.2"])
+def test_an_ed25519_signature_under_another_algorithm_name_is_refused(oid: str) -> None:
+    # the signatureAlgorithm field is outside the signed part: relabelling an Ed25519
+    # signature as Ed448, as an unknown algorithm or as ECDSA must not pass as Ed25519
+    csr = KINDS["ed25519"]()
+    request = asn1_csr.CertificationRequest.load(_der(csr))
+    request["signature_algorithm"] = asn1_algos.SignedDigestAlgorithm({"algorithm": oid})
+    relabelled = x509.load_der_x509_csr(request.dump(force=True))
+    assert not relabelled.is_signature_valid
+    with pytest.raises(BadInput):
+        _checked_public_key(relabelled, PROFILES["device"])
