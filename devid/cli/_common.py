@@ -47,10 +47,23 @@ def redact(text: str) -> str:
     return _PIN_VALUE.sub(r"\1***", text)
 
 
+def _redacted(data: Any) -> Any:
+    """*data* with :func:`redact` applied to every string in it, keys included."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {_redacted(k): _redacted(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_redacted(v) for v in data]
+    return data
+
+
 def emit(data: Any, *, as_json: bool, text: str | Iterable[str] | None = None) -> None:
-    """Print *data* as JSON, or *text* (lines) for people; PINs in URIs are redacted."""
+    """Print *data* as JSON, or *text* (lines) for people; PINs in URIs are redacted
+    (in the values before JSON encoding, so the document stays valid JSON)."""
     if as_json:
-        click.echo(redact(json.dumps(data, indent=2, sort_keys=False, default=str)))
+        encoded = json.dumps(_redacted(data), indent=2, sort_keys=False, default=str)
+        click.echo(encoded)
         return
     if text is None:
         return

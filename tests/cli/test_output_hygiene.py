@@ -77,3 +77,25 @@ def test_key_public_json(devid: Callable[..., Any], tmp_path: Path) -> None:
     assert base64.b64decode(der["public_key"]) == out.read_bytes()
     spki = run_tool("openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER").stdout
     assert out.read_bytes() == spki
+
+
+def test_json_stays_json_when_a_value_looks_like_a_pin(
+    devid: Callable[..., Any], pki_home: Path, key_file: Callable[[str], Path], tmp_path: Path
+) -> None:
+    # a device may put anything in its CSR subject; redacting "pin-value=" must not break
+    # the JSON quoting around it (it used to run on the encoded text and eat a backslash)
+    assert devid("ca", "init", "root", "--key", key_file("ec-p256")).code == 0
+    subject = 'CN=pin-value=x\\"y'
+    made = devid("csr", "create", "--key", key_file("ec-p256"), "--subject", subject,
+                 "--out", tmp_path / "d.csr")  # fmt: skip
+    assert made.code == 0, made.err
+    issued = devid("cert", "issue", "--ca", "root", "--csr", tmp_path / "d.csr",
+                   "--device-id", "d", "--out", tmp_path / "d.pem")  # fmt: skip
+    assert issued.code == 0, issued.err
+    for args in (("cert", "list"), ("cert", "show", tmp_path / "d.pem"),
+                 ("csr", "show", tmp_path / "d.csr")):  # fmt: skip
+        result = devid(*args, "--json")
+        assert result.code == 0, result.err
+        document = json.loads(result.out)
+        assert "pin-value=***" in json.dumps(document)
+        assert "pin-value=x" not in result.out
