@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 import hsm
 from devid.errors import BadInput, DevidError, PassphraseRequired
@@ -91,14 +91,24 @@ class KeyDescription:
     size: int | str
 
 
-def describe(key: PublicKey | PrivateKey) -> KeyDescription:
-    pub = key if isinstance(key, PublicKey) else key.public_key()
+def describe(key: object) -> KeyDescription:
+    """What *key* (public or private, of any type cryptography reads) is; devid only makes
+    and uses RSA, EC and Ed25519 keys, but certificates and CSRs it shows may hold others."""
+    public_key = getattr(key, "public_key", None)
+    pub = public_key() if callable(public_key) else key
     if isinstance(pub, rsa.RSAPublicKey):
         return KeyDescription("rsa", pub.key_size, pub.key_size)
     if isinstance(pub, ec.EllipticCurvePublicKey):
         short = _CURVE_SHORT.get(pub.curve.name, pub.curve.name)
         return KeyDescription("ec", pub.key_size, short)
-    return KeyDescription("ed25519", 256, "ed25519")
+    if isinstance(pub, ed25519.Ed25519PublicKey):
+        return KeyDescription("ed25519", 256, "ed25519")
+    if isinstance(pub, ed448.Ed448PublicKey):
+        return KeyDescription("ed448", 456, "ed448")
+    if isinstance(pub, dsa.DSAPublicKey):
+        return KeyDescription("dsa", pub.key_size, pub.key_size)
+    name = type(pub).__name__.removeprefix("_").removesuffix("PublicKey").lower() or "unknown"
+    return KeyDescription(name, 0, name)
 
 
 def is_token_ref(ref: str) -> bool:

@@ -102,9 +102,21 @@ def is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
+def extensions_of(
+    item: x509.Certificate | x509.CertificateSigningRequest, *, where: str | None = None
+) -> x509.Extensions:
+    """*item*'s extensions; a duplicated or undecodable one is bad input, not a crash."""
+    try:
+        return item.extensions
+    except (x509.DuplicateExtension, ValueError) as exc:
+        what = where or ("the CSR" if isinstance(item, x509.CertificateSigningRequest) else
+                         "the certificate")  # fmt: skip
+        raise BadInput(f"{what} has malformed extensions ({exc})") from exc
+
+
 def sans_of(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     try:
-        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        return list(extensions_of(cert).get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
         return []
 

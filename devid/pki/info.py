@@ -81,14 +81,14 @@ def extensions(exts: x509.Extensions) -> list[dict[str, Any]]:
 
 
 def _key(public: object) -> dict[str, Any]:
-    info = describe(public)  # type: ignore[arg-type]
+    info = describe(public)
     return {"algorithm": info.algorithm, "bits": info.bits, "size": info.size}
 
 
 def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
     digest = certs.sha256_hex(cert)
     try:
-        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        ca = certs.extensions_of(cert).get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         ca = False
     return {
@@ -102,7 +102,7 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
         "sans": _names(certs.sans_of(cert)),
         "is_ca": ca,
         "self_signed": certs.is_self_signed(cert),
-        "extensions": extensions(cert.extensions),
+        "extensions": extensions(certs.extensions_of(cert)),
         "sha256_fingerprint": certs.colon_fingerprint(digest),
         "aws_iot_certificate_id": digest,
     }
@@ -119,7 +119,7 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
         "signature_algorithm": oid_name(csr.signature_algorithm_oid),
         "signature_valid": valid,
         "sans": _names(certs.sans_of(csr)),
-        "extensions": extensions(csr.extensions),
+        "extensions": extensions(certs.extensions_of(csr)),
     }
 
 

@@ -258,7 +258,7 @@ def _reachable_groups(
 def _key_id(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> bytes | None:
     try:
         value = cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
         return None
     if isinstance(value, x509.SubjectKeyIdentifier):
         return value.digest

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from pki_support import flip_signature_byte, foreign_csr, inventory_counts, ok_json, one_error_line
 
 from devid.pki.ca import CaRequest, init_ca
@@ -237,3 +240,71 @@ def test_existing_ca_name_is_a_conflict(
         "permit:dns:x.y",
     )
     assert weak.code == 0  # RSA-2048 is the minimum, not below it
+
+
+def _duplicate_extension_csr() -> bytes:
+    """A correctly signed CSR asking for the SAN extension twice (RFC 5280 4.2 forbids it)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "dupdev")]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("dupdev")]), False)
+        .add_extension(x509.KeyUsage(True, *[False] * 8), True)
+        .sign(key, None)
+    )
+    der, tbs = csr.public_bytes(serialization.Encoding.DER), csr.tbs_certrequest_bytes
+    key_usage_oid, san_oid = bytes.fromhex("0603551d0f"), bytes.fromhex("0603551d11")
+    relabelled = tbs.replace(key_usage_oid, san_oid)  # same length: the DER stays well formed
+    return der.replace(tbs, relabelled)[: -len(csr.signature)] + key.sign(relabelled)
+
+
+def test_csr_with_a_duplicated_extension(
+    devid: Callable[..., Any], pki_home: Path, tmp_path: Path, issuing: str
+) -> None:
+    csr = tmp_path / "dup.csr"
+    csr.write_bytes(_duplicate_extension_csr())
+    assert x509.load_der_x509_csr(csr.read_bytes()).is_signature_valid
+    out = tmp_path / "out.pem"
+    line = _refused(devid, pki_home, out, 2, *_issue_args(csr, out))
+    assert "malformed extensions" in line
+    shown = devid("csr", "show", str(csr))
+    assert shown.code == 2 and "malformed extensions" in one_error_line(shown)
+
+
+@pytest.mark.parametrize(
+    "make_key, algorithm, name",
+    [
+        pytest.param(ed448.Ed448PrivateKey.generate, None, "ed448", id="ed448"),
+        pytest.param(lambda: dsa.generate_private_key(2048), hashes.SHA256(), "dsa", id="dsa"),
+    ],
+)  # fmt: skip
+def test_certificates_and_csrs_of_other_key_types_are_shown_and_refused(
+    devid: Callable[..., Any],
+    pki_home: Path,
+    tmp_path: Path,
+    issuing: str,
+    make_key: Callable[[], Any],
+    algorithm: Any,
+    name: str,
+) -> None:
+    # devid makes no Ed448 or DSA keys, but it must show them and refuse to certify them
+    key = make_key()
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "other")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, algorithm)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(1234567)
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, algorithm)
+    )  # fmt: skip
+    (tmp_path / "o.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "o.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    for args in (("csr", "show", tmp_path / "o.csr"), ("cert", "show", tmp_path / "o.pem")):
+        shown = devid(*args, "--json")
+        assert shown.code == 0, shown.err
+        assert json.loads(shown.out)["key"]["algorithm"] == name
+    out = tmp_path / "out.pem"
+    line = _refused(devid, pki_home, out, 1, *_issue_args(tmp_path / "o.csr", out,
+                                                         "--device-id", "other"))  # fmt: skip
+    assert "refused by the device profile" in line
