@@ -211,8 +211,9 @@ def _prepare(run: Run, device_id: str) -> ProvisionResult | _Pending:
     record = _current(run.store, device_id)
     if record is not None:
         return _already_done(run, record)
-    key = _device_key(run, device_id)
+    # the subject first: a device id it cannot hold fails before anything is on the token
     subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, device_id)])
+    key = _device_key(run, device_id)
     return _Pending(device_id, key, build_csr(key, subject))
 
 

@@ -30,7 +30,9 @@ from devid.errors import BadInput, CheckFailed
 from devid.fsutil import read_input
 from devid.pki.names import SAN_KINDS, is_dns_name, parse_name, parse_san
 
-_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# At most 64 characters: the device id is the certificate's CN by default, and X.520 bounds
+# a common name to 64 (ub-common-name, RFC 5280 appendix A.1).
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 DEFAULT_DEVICE_URI = "urn:devid:{device_id}"
 DEFAULT_DEVICE_DNS = "{device_id}"
 _KEY_USAGE_FLAGS = (
@@ -47,7 +49,7 @@ _KEY_USAGE_FLAGS = (
 def check_device_id(device_id: str) -> str:
     if not _DEVICE_ID.fullmatch(device_id):
         raise BadInput(
-            f"bad device id {device_id!r}; use up to 128 letters, digits, '.', '_', ':' or '-'"
+            f"bad device id {device_id!r}; use up to 64 letters, digits, '.', '_', ':' or '-'"
         )
     return device_id
 

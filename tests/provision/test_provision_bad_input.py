@@ -31,7 +31,7 @@ def test_unknown_ca(devid: Callable[..., Any], device_pki: DevicePki, pki_home: 
 
 
 @pytest.mark.parametrize(
-    "device_id", [".starts-with-dot", "has space", "ünïcode", "slash/inside", "x" * 129]
+    "device_id", [".starts-with-dot", "has space", "ünïcode", "slash/inside", "x" * 65, "x" * 129]
 )
 def test_malformed_device_id(
     devid: Callable[..., Any], device_pki: DevicePki, pki_home: Path, device_id: str
@@ -133,3 +133,12 @@ def test_an_unknown_token(devid: Callable[..., Any], device_pki: DevicePki, pki_
     assert result.code == 3
     assert "no PKCS#11 token matches" in one_error_line(result)
     _nothing_done(pki_home)
+
+
+def test_the_longest_device_id_is_a_valid_common_name(
+    devid: Callable[..., Any], device_pki: DevicePki, pki_home: Path
+) -> None:
+    # 64 characters: the upper bound of a CN (ub-common-name); 65 is refused above
+    device_id = "d" * 64
+    result = _run(devid, device_pki, device_id)
+    assert result.code == 0, result.err
