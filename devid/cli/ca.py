@@ -8,6 +8,7 @@ import click
 
 from devid.cli._common import emit, examples, json_option, passphrase_file_option
 from devid.cli._pki import days_option, key_loader, store_from, store_option
+from devid.errors import DevidError
 from devid.pki import certs
 from devid.pki.ca import CaRequest, CertificateAuthority, init_ca, list_ca_names, load_ca
 from devid.pki.info import describe_certificate, text_lines
@@ -121,13 +122,28 @@ devid ca list --json
 """
 )
 def list_(as_json: bool) -> None:
-    """List the CAs in the data directory (DEVID_HOME/cas)."""
-    rows = [summary(load_ca(n)) for n in list_ca_names()]
-    text = [
-        f"{r['name']:<24}{'root' if r['root'] else 'under ' + r['parent']:<24}{r['not_after']}"
-        for r in rows
-    ]
+    """List the CAs in the data directory (DEVID_HOME/cas).
+
+    A CA folder that cannot be read is listed with its error, and the command then exits
+    with that error's code after listing the others.
+    """
+    rows: list[dict[str, Any]] = []
+    text: list[str] = []
+    failures: list[DevidError] = []
+    for name in list_ca_names():
+        try:
+            row = summary(load_ca(name))
+        except DevidError as exc:
+            failures.append(exc)
+            rows.append({"name": name, "error": str(exc)})
+            text.append(f"{name:<24}(unreadable: {exc.message})")
+            continue
+        rows.append(row)
+        where = "root" if row["root"] else "under " + row["parent"]
+        text.append(f"{row['name']:<24}{where:<24}{row['not_after']}")
     emit(rows, as_json=as_json, text=text or ["no CAs; create one with 'devid ca init'"])
+    if failures:
+        raise failures[0]
 
 
 @ca.command("show")

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 
 import hsm
 from devid.durations import utcnow
-from devid.errors import BadInput, CheckFailed, Conflict, NotFound
+from devid.errors import BadInput, CheckFailed, Conflict, EnvironmentProblem, NotFound
 from devid.home import devid_home
 from devid.keys import PrivateKey, is_token_ref
 from devid.loading import load_signing_key
@@ -133,17 +133,35 @@ def load_ca(name: str) -> CertificateAuthority:
     directory = cas_dir() / check_ca_name(name)
     if not (directory / "ca.pem").is_file():
         raise NotFound(f"unknown CA {name!r}", hint="'devid ca list' shows the CAs")
+    config_path = directory / "config.toml"
     config = CaConfig.from_toml(
-        (directory / "config.toml").read_text(), where=str(directory / "config.toml")
+        _ca_file(directory, "config.toml").decode(errors="replace"), where=str(config_path)
     )
     return CertificateAuthority(
         name=name,
         directory=directory,
-        certificate=certs.read_certificate(directory / "ca.pem"),
-        chain=tuple(certs.read_certificates(directory / "chain.pem")),
-        key_ref=(directory / "key.ref").read_text().strip(),
+        certificate=certs.load_certificates(
+            _ca_file(directory, "ca.pem"), where=str(directory / "ca.pem")
+        )[0],
+        chain=tuple(
+            certs.load_certificates(
+                _ca_file(directory, "chain.pem"), where=str(directory / "chain.pem")
+            )
+        ),
+        key_ref=_ca_file(directory, "key.ref").decode(errors="replace").strip(),
         config=config,
     )
+
+
+def _ca_file(directory: Path, name: str) -> bytes:
+    """One file of a CA folder; a missing or unreadable one says which and where."""
+    try:
+        return (directory / name).read_bytes()
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"CA folder {directory} is incomplete: cannot read {name} ({exc.strerror})",
+            hint="restore it from a backup, or remove the folder and create the CA again",
+        ) from exc
 
 
 def list_ca_names() -> list[str]:

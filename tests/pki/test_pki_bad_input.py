@@ -308,3 +308,27 @@ def test_certificates_and_csrs_of_other_key_types_are_shown_and_refused(
     line = _refused(devid, pki_home, out, 1, *_issue_args(tmp_path / "o.csr", out,
                                                          "--device-id", "other"))  # fmt: skip
     assert "refused by the device profile" in line
+
+
+@pytest.mark.parametrize("missing", ["config.toml", "key.ref", "chain.pem"])
+def test_an_incomplete_ca_folder_is_named_and_the_others_still_listed(
+    devid: Callable[..., Any],
+    pki_home: Path,
+    key_file: Callable[[str], Path],
+    tmp_path: Path,
+    issuing: str,
+    missing: str,
+) -> None:
+    ok_json(devid, "ca", "init", "broken", "--key", str(key_file("ec-p256")))
+    (pki_home / "cas" / "broken" / missing).unlink()
+    listed = devid("ca", "list", "--json")
+    assert listed.code == 3
+    assert f"cannot read {missing}" in one_error_line(listed)
+    rows = {row["name"]: row for row in json.loads(listed.out)}
+    assert "not_after" in rows["issuing"] and missing in rows["broken"]["error"]
+    crl = tmp_path / "broken.crl"
+    for args in (("ca", "show", "broken"), ("crl", "generate", "--ca", "broken", "--out", crl)):
+        result = devid(*args)
+        assert result.code == 3, result.err
+        assert "CA folder" in one_error_line(result) and missing in result.err
+    assert not crl.exists()
