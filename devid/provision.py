@@ -41,7 +41,7 @@ from devid.loading import load_signing_key
 from devid.pki import certs
 from devid.pki.ca import CertificateAuthority, load_ca
 from devid.pki.csr import build_csr
-from devid.pki.issue import Issued, IssueRequest, issue_many
+from devid.pki.issue import Issued, IssueRequest, check_not_revoked, issue_many
 from devid.pki.profiles import Profile, check_device_id, get_profile
 from devid.store import CertQuery, CertRecord, Status, Store, open_store
 from hsm.certs import load_certificates, store_certificate
@@ -178,6 +178,7 @@ def open_run(options: ProvisionOptions, store: Store) -> Run:
     """Check the options against the CA, profile and token; nothing is written."""
     ca = load_ca(options.ca)
     ca.check_valid()
+    check_not_revoked(store, ca)
     profile = get_profile(options.profile)
     if options.days is not None and options.days < 1:
         raise BadInput("--days must be at least 1")

@@ -50,7 +50,7 @@ from devid.loading import load_signing_key
 from devid.pki import certs
 from devid.pki.ca import CertificateAuthority, KeyLoader, load_ca
 from devid.pki.csr import build_csr
-from devid.pki.issue import Issued, IssueRequest, issue_many
+from devid.pki.issue import Issued, IssueRequest, check_not_revoked, issue_many
 from devid.pki.profiles import PROFILES, Profile
 from devid.provision import DeviceFiles
 from devid.store import CertQuery, CertRecord, Event, Status, Store
@@ -164,6 +164,7 @@ class _Context:
         if name not in self._cas:
             authority = load_ca(name)
             authority.check_valid()
+            check_not_revoked(self.store, authority)
             self._cas[name] = (authority, authority.signing_key(self.loader))
         return self._cas[name]
 

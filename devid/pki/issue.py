@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from devid.durations import utcnow
-from devid.errors import BadInput, Conflict
+from devid.errors import BadInput, CheckFailed, Conflict
 from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
 from devid.keys import PrivateKey, PublicKey
 from devid.pki import certs
@@ -28,7 +28,7 @@ from devid.pki.build import CertificateSigner, CertificateSpec
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
 from devid.pki.names import common_name, general_name_text, unique_names
 from devid.pki.profiles import Profile, check_device_id
-from devid.store import CertRecord, Event, Store
+from devid.store import CertRecord, Event, Status, Store
 
 SerialSource = Callable[[], int]
 BACKDATE = dt.timedelta(minutes=1)  # tolerate devices whose clocks run a little behind
@@ -204,6 +204,26 @@ def _issue_event(item: Issued) -> Event:
     return Event("cert.issue", ca=item.record.ca, serial=item.record.serial, detail=detail)
 
 
+def check_not_revoked(store: Store, ca: CertificateAuthority) -> None:
+    """Refuse to issue under a CA whose certificate, or one above it, the inventory records
+    as revoked: everything it signed would fail every relying party's CRL check."""
+    for cert in ca.intermediates:
+        record = store.get_certificate(certs.serial_hex(cert.serial_number))
+        if record is None or record.status is not Status.REVOKED:
+            continue
+        if record.aws_iot_id != certs.sha256_hex(cert):  # another certificate, same serial
+            continue
+        whose = (
+            "its certificate"
+            if cert == ca.certificate
+            else f"the certificate of the CA above it ({cert.subject.rfc4514_string()})"
+        )
+        raise CheckFailed(
+            f"CA {ca.name!r} cannot issue: {whose} is revoked",
+            hint="create a new CA (devid ca init) and issue under it",
+        )
+
+
 def issue_many(
     ca: CertificateAuthority,
     requests: Sequence[IssueRequest],
@@ -222,6 +242,7 @@ def issue_many(
     """
     now = (now or utcnow()).replace(microsecond=0)
     ca.check_valid(now)
+    check_not_revoked(store, ca)
     plans = [_plan(ca, r, now, serials()) for r in requests]
     signer = CertificateSigner(ca.certificate, key or ca.signing_key(loader))
     issued = [

@@ -142,3 +142,29 @@ def test_the_longest_device_id_is_a_valid_common_name(
     device_id = "d" * 64
     result = _run(devid, device_pki, device_id)
     assert result.code == 0, result.err
+
+
+def test_a_revoked_issuing_ca_issues_nothing(
+    devid: Callable[..., Any], device_pki: DevicePki, pki_home: Path, tmp_path: Path
+) -> None:
+    # relying parties would reject everything it signs once the root's CRL lists it
+    revoked = devid("cert", "revoke", device_pki.issuing, "--ca", "root",
+                    "--reason", "ca-compromise")  # fmt: skip
+    assert revoked.code == 0, revoked.err
+    device_id = unique("dev")
+    result = _run(devid, device_pki, device_id)
+    assert result.code == 1
+    assert "CA 'issuing' cannot issue: its certificate is revoked" in one_error_line(result)
+    _nothing_done(pki_home, device_id)
+    key = tmp_path / "d.key"
+    assert devid("key", "generate", "ec-p256", "--out", key).code == 0
+    assert devid("csr", "create", "--key", key, "--subject", "CN=d1", "--out",
+                 tmp_path / "d.csr").code == 0  # fmt: skip
+    issued = devid("cert", "issue", "--ca", "issuing", "--csr", tmp_path / "d.csr",
+                   "--out", tmp_path / "d.pem")  # fmt: skip
+    assert issued.code == 1 and "is revoked" in one_error_line(issued)
+    assert not (tmp_path / "d.pem").exists()
+    # the root itself still issues
+    ok = devid("cert", "issue", "--ca", "root", "--csr", tmp_path / "d.csr", "--profile",
+               "client", "--out", tmp_path / "r.pem")  # fmt: skip
+    assert ok.code == 0, ok.err
