@@ -72,7 +72,7 @@ def _text(data: dict[str, Any]) -> list[str]:
     """
 devid ca init fleet-root --key 'pkcs11:token=ca;object=root' --subject 'CN=Fleet Root,O=Acme'
 devid ca init fleet-issuing --parent fleet-root --key 'pkcs11:token=ca;object=issuing' \\
-    --path-len 0 --name-constraint permit:dns:.devices.example.com \\
+    --path-len 0 --name-constraint permit:dns:devices.example.com \\
     --crl-url http://pki.example.com/fleet-issuing.crl
 devid ca init test-ca --key ca-key.pem --days 30 --json
 """

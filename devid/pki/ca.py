@@ -99,6 +99,19 @@ class CertificateAuthority:
         (Worked out once: telling a root needs a signature check, and a batch asks per device.)"""
         return tuple(c for c in self.chain if not certs.is_self_signed(c))
 
+    @functools.cached_property
+    def name_constraints(self) -> tuple[tuple[str, x509.NameConstraints], ...]:
+        """The name constraints of this CA's certificate and the intermediates above it
+        (relying parties enforce them on everything the CA signs), with whose they are."""
+        found = []
+        for cert in self.intermediates:
+            try:
+                value = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+            except x509.ExtensionNotFound:
+                continue
+            found.append((cert.subject.rfc4514_string(), value))
+        return tuple(found)
+
     def check_valid(self, now: dt.datetime | None = None) -> None:
         """Refuse to sign with a CA whose certificate is expired or not yet valid."""
         when = now or utcnow()

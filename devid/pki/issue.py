@@ -26,7 +26,7 @@ from devid.keys import PrivateKey, PublicKey
 from devid.pki import certs
 from devid.pki.build import CertificateSigner, CertificateSpec
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
-from devid.pki.names import common_name, general_name_text, unique_names
+from devid.pki.names import common_name, general_name_text, outside_constraints, unique_names
 from devid.pki.profiles import Profile, check_device_id
 from devid.store import CertRecord, Event, Status, Store
 
@@ -137,6 +137,29 @@ def _sans(request: IssueRequest, device_id: str | None) -> tuple[x509.GeneralNam
     return tuple(sans)
 
 
+def _constrained(
+    ca: CertificateAuthority, sans: tuple[x509.GeneralName, ...], profile: Profile
+) -> tuple[x509.GeneralName, ...]:
+    """*sans*, refused if a name constraint of the CA chain excludes one: relying parties
+    (openssl, TLS stacks) would reject the certificate."""
+    for holder, constraints in ca.name_constraints:
+        for name in sans:
+            why = outside_constraints(name, constraints)
+            if why is None:
+                continue
+            hint = None
+            if profile.device_sans:
+                hint = (
+                    "the device profile adds uri:urn:devid:<id> and dns:<id>; in a profile file "
+                    "set device_uri / device_dns to names inside them, e.g. "
+                    'device_dns = "{device_id}.devices.example.com"'
+                )
+            raise BadInput(
+                f"the SAN {general_name_text(name)} is {why} of CA {holder!r}", hint=hint
+            )
+    return sans
+
+
 @dataclass(frozen=True)
 class _Plan:
     """A request checked and planned: its certificate's content and the device it is for."""
@@ -172,7 +195,7 @@ def _plan(ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, ser
         serial=serial,
         not_before=max(now - BACKDATE, ca.certificate.not_valid_before_utc),
         not_after=min(now + dt.timedelta(days=days), ca.certificate.not_valid_after_utc),
-        sans=_sans(request, device_id),
+        sans=_constrained(ca, _sans(request, device_id), request.profile),
         crl_url=ca.config.crl_url,
     )
     return _Plan(spec, device_id)

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -47,7 +48,14 @@ def _general_name(kind: str, value: str, *, network: bool) -> x509.GeneralName:
             "name in its xn-- form"
         )
     if kind == "dns":
-        if not is_dns_name(value.lstrip(".") if network else value):
+        if network and value.startswith("."):
+            # RFC 5280 4.2.1.10: a DNS constraint covers the name and every name under it;
+            # the leading-dot form is for URI and email constraints only
+            raise BadInput(
+                f"DNS name constraint {value!r} has a leading dot; write "
+                f"dns:{value.lstrip('.')} (it covers that domain and every name under it)"
+            )
+        if not is_dns_name(value):
             raise BadInput(f"malformed DNS name {value!r}")
         return x509.DNSName(value)
     # In name constraints (RFC 5280 4.2.1.10) URI and email subtrees name hosts or domains.
@@ -105,7 +113,7 @@ class NameConstraints:
 
 
 def parse_name_constraints(texts: Iterable[str]) -> NameConstraints:
-    """``permit:dns:.example.com``, ``exclude:ip:10.0.0.0/8``, ``permit:email:example.com`` ..."""
+    """``permit:dns:example.com``, ``exclude:ip:10.0.0.0/8``, ``permit:email:example.com`` ..."""
     permitted: list[x509.GeneralName] = []
     excluded: list[x509.GeneralName] = []
     for text in texts:
@@ -141,3 +149,58 @@ def general_name_text(name: x509.GeneralName) -> str:
 def common_name(name: x509.Name) -> str | None:
     values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(values[0].value) if values else None
+
+
+def _dns_within(name: str, base: str) -> bool:
+    name, base = name.lower().rstrip("."), base.lower().rstrip(".")
+    if base.startswith("."):  # not RFC 5280 for DNS, but OpenSSL reads it as "under"
+        return name.endswith(base)
+    return not base or name == base or name.endswith("." + base)
+
+
+def _host_within(host: str, base: str) -> bool:
+    """URI hosts and email domains: ``.example.com`` means under it, else exactly it."""
+    host, base = host.lower(), base.lower()
+    return host.endswith(base) if base.startswith(".") else host == base
+
+
+def _within(name: x509.GeneralName, base: x509.GeneralName) -> bool | None:
+    """Whether *name* lies in the subtree *base* (RFC 5280 4.2.1.10); None when *base*
+    constrains another kind of name."""
+    if isinstance(name, x509.DNSName) and isinstance(base, x509.DNSName):
+        return _dns_within(name.value, base.value)
+    if isinstance(name, x509.IPAddress) and isinstance(base, x509.IPAddress):
+        network = base.value
+        return isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network) and (
+            name.value.version == network.version and name.value in network
+        )
+    if isinstance(name, x509.UniformResourceIdentifier) and isinstance(
+        base, x509.UniformResourceIdentifier
+    ):
+        host = urlsplit(name.value).hostname
+        return host is not None and _host_within(host, base.value)
+    if isinstance(name, x509.RFC822Name) and isinstance(base, x509.RFC822Name):
+        if "@" in base.value:
+            return name.value.lower() == base.value.lower()
+        return _host_within(name.value.rpartition("@")[2], base.value)
+    return None
+
+
+def outside_constraints(name: x509.GeneralName, constraints: x509.NameConstraints) -> str | None:
+    """Why *name* breaks *constraints* (``not in the permitted ...`` or ``in the excluded
+    ...``), or None when it does not. A URI without a host breaks any URI constraint."""
+    permitted = constraints.permitted_subtrees or []
+    excluded = constraints.excluded_subtrees or []
+    for base in excluded:
+        if _within(name, base):
+            return f"in the excluded subtree {general_name_text(base)}"
+    same_kind = [b for b in [*permitted, *excluded] if type(b) is type(name)]
+    hostless = (
+        isinstance(name, x509.UniformResourceIdentifier) and not urlsplit(name.value).hostname
+    )
+    if same_kind and hostless:
+        return "a URI without a host, under URI name constraints"
+    allowed = [b for b in permitted if type(b) is type(name)]
+    if allowed and not any(_within(name, b) for b in allowed):
+        return "not in the permitted subtrees " + ", ".join(general_name_text(b) for b in allowed)
+    return None

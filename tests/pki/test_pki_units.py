@@ -73,18 +73,19 @@ def test_names_and_sans() -> None:
 
 def test_name_constraints() -> None:
     nc = parse_name_constraints(
-        ["permit:dns:.example.com", "exclude:ip:10.0.0.0/8", "permit:email:example.com",
-         "permit:uri:.example.com", "permit:dns:.example.com"]
+        ["permit:dns:example.com", "exclude:ip:10.0.0.0/8", "permit:email:example.com",
+         "permit:uri:.example.com", "permit:dns:example.com"]
     )  # fmt: skip
     assert nc.permitted == (
-        x509.DNSName(".example.com"),
+        x509.DNSName("example.com"),
         x509.RFC822Name("example.com"),
         x509.UniformResourceIdentifier(".example.com"),
     )
     assert nc.excluded == (x509.IPAddress(ipaddress.ip_network("10.0.0.0/8")),)
     assert nc.extension() is not None and parse_name_constraints([]).extension() is None
     bad_ones = ("permit:ip:10.0.0.1/8", "allow:dns:x", "permit:x400:y", "permit:dns",
-                "permit:uri:http://example.com/", "exclude:email:not an address")  # fmt: skip
+                "permit:uri:http://example.com/", "exclude:email:not an address",
+                "permit:dns:.example.com")  # fmt: skip
     for bad in bad_ones:
         with pytest.raises(BadInput):
             parse_name_constraints([bad])
