@@ -191,6 +191,42 @@ def _precheck(record: CertRecord, options: RotationOptions) -> None:
     if record.path is None and not token:
         raise CheckFailed(f"certificate {record.serial} has no file or token to install into")
     _profile(record)
+    days = options.days or _lifetime_days(record)
+    span = options.threshold.span
+    if span is not None and dt.timedelta(days=days) <= span:
+        raise CheckFailed(
+            f"certificate {record.serial}: a renewal valid {days} days would be due again at "
+            f"once under --before {_days_text(span)}",
+            hint="give --days longer than --before, or --before as a share of the lifetime "
+            "(e.g. 33%)",
+        )
+    if record.path is not None:
+        _check_still_installed(record, Path(record.path))
+
+
+def _days_text(span: dt.timedelta) -> str:
+    whole = span % dt.timedelta(days=1) == dt.timedelta(0)
+    return f"{span.days}d" if whole else str(span)
+
+
+def _check_still_installed(record: CertRecord, path: Path) -> None:
+    """Refuse to replace *path* when it no longer holds *record*'s certificate: it was
+    overwritten by hand, and putting the renewal there would swap identities."""
+    if not path.is_file():
+        return  # gone: the renewal puts it back
+    try:
+        current = certs.load_certificates(path.read_bytes(), where=str(path))[0]
+    except (DevidError, OSError) as exc:
+        raise CheckFailed(
+            f"{path} no longer holds a readable certificate ({exc}); devid will not replace it"
+        ) from exc
+    recorded = x509.load_pem_x509_certificate(record.pem.encode())
+    if current != recorded:  # cryptography compares the DER
+        raise CheckFailed(
+            f"{path} holds certificate {certs.serial_hex(current.serial_number)}, not "
+            f"{record.serial}; devid will not replace it",
+            hint="renew the certificate the file holds, or revoke the old one",
+        )
 
 
 def _lifetime_days(record: CertRecord) -> int:

@@ -126,6 +126,7 @@ class CertQuery:
     statuses: tuple[Status, ...] = ()
     not_after_before: dt.datetime | None = None
     device_id: str | None = None
+    path: str | None = None
     limit: int | None = None
 
 
@@ -370,6 +371,9 @@ class SqliteStore:
         if query.device_id is not None:
             where.append("device_id = ?")
             params.append(query.device_id)
+        if query.path is not None:
+            where.append("path = ?")
+            params.append(query.path)
         # Only fixed fragments are joined here; every value is a bound parameter.
         sql = f"{_SELECT_CERT} WHERE {' AND '.join(where)}"
         sql += " ORDER BY not_after, serial"

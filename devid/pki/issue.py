@@ -28,7 +28,7 @@ from devid.pki.build import CertificateSigner, CertificateSpec
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
 from devid.pki.names import common_name, general_name_text, outside_constraints, unique_names
 from devid.pki.profiles import Profile, check_device_id
-from devid.store import CertRecord, Event, Status, Store
+from devid.store import CertQuery, CertRecord, Event, Status, Store
 
 SerialSource = Callable[[], int]
 BACKDATE = dt.timedelta(minutes=1)  # tolerate devices whose clocks run a little behind
@@ -308,9 +308,16 @@ def issue(
         request = dataclasses.replace(request, path=str(out.expanduser().resolve()))
 
     def write(items: list[Issued]) -> None:
-        if out is not None:
-            parts = [items[0].certificate, *(ca.intermediates if chain else ())]
-            write_atomic(out, b"".join(certs.pem(c) for c in parts), mode=PUBLIC_MODE, force=force)
+        if out is None:
+            return
+        parts = [items[0].certificate, *(ca.intermediates if chain else ())]
+        write_atomic(out, b"".join(certs.pem(c) for c in parts), mode=PUBLIC_MODE, force=force)
+        # a certificate recorded at this path is no longer installed there: superseded, so
+        # rotation does not renew it into the file that now holds another certificate
+        replaced = store.find_certificates(CertQuery(path=request.path, statuses=(Status.ISSUED,)))
+        for old in replaced:
+            if old.serial != items[0].record.serial:
+                store.set_status(old.serial, Status.SUPERSEDED)
 
     return issue_many(
         ca, [request], store=store, loader=loader, now=now, serials=serials, before_commit=write

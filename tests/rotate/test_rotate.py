@@ -392,3 +392,80 @@ def test_a_certificate_renewed_by_another_run_meanwhile_is_not_renewed_twice(
     # The first run made its key (-r2) before the second made its own (-r3) and won.
     assert len(_token_certs(f"device-{device.device_id}-r3")) == 1
     assert token_objects(f"device-{device.device_id}-r2") == []  # the loser's key is gone
+
+
+def _file_cert(
+    devid: Callable[..., Any], key: Path, tmp_path: Path, cn: str, out: Path, days: str, *extra: str
+) -> dict[str, Any]:
+    csr = tmp_path / f"{cn}.csr"
+    ok_json(devid, "csr", "create", "--key", str(key), "--subject", f"CN={cn}", "--out", str(csr))
+    issued: dict[str, Any] = ok_json(
+        devid, "cert", "issue", "--ca", "issuing", "--csr", str(csr), "--profile", "client",
+        "--key-ref", str(key), "--days", days, "--out", str(out), *extra,
+    )  # fmt: skip
+    return issued
+
+
+def test_a_renewal_that_would_be_due_at_once_is_refused(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    # a 10-day certificate under --before 30d: the renewal (10 days again) would be due as
+    # soon as it is made, and every run would issue another one
+    cert = tmp_path / "short.pem"
+    issued = _file_cert(devid, key_file("ec-p256"), tmp_path, "short", cert, "10")
+    before = cert.read_bytes()
+    for args in (("--before", "30d"), ("--before", "30d", "--dry-run")):
+        result = devid("rotate", *args)
+        assert result.code == 1
+        assert "would be due again at once under --before 30d" in one_error_line(result)
+    assert cert.read_bytes() == before
+    action = ok_json(devid, "rotate", "--before", "30d", "--days", "90")[0]
+    assert action["serial"] == issued["serial"] and action["action"] == "renewed"
+    assert ok_json(devid, "rotate", "--before", "30d") == []
+
+
+def test_a_file_that_now_holds_another_certificate_is_not_replaced(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    svc, other = tmp_path / "svc.pem", tmp_path / "other.pem"
+    first = _file_cert(devid, key_file("ec-p256"), tmp_path, "first", svc, "10")
+    second = _file_cert(devid, key_file("ec-p256"), tmp_path, "second", other, "10")
+    svc.write_bytes(other.read_bytes())  # overwritten by hand with another identity
+    result = devid("rotate", "--before", "15d", "--days", "60", "--json")
+    assert result.code == 1
+    assert f"holds certificate {second['serial']}, not {first['serial']}" in result.err
+    actions = {a["serial"]: a["action"] for a in json.loads(result.out)}
+    assert actions == {first["serial"]: "failed", second["serial"]: "renewed"}
+    renewed = openssl_serial(other)
+    assert renewed != second["serial"]
+    assert openssl_serial(svc) == second["serial"]  # left as the user put it
+
+
+def test_issuing_over_a_recorded_file_supersedes_its_old_certificate(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    svc = tmp_path / "svc.pem"
+    old = _file_cert(devid, key_file("ec-p256"), tmp_path, "old", svc, "20")
+    new_key = key_file("ec-p256")
+    new = _file_cert(devid, new_key, tmp_path, "new", svc, "10", "--force")
+    listed = {r["serial"]: r["status"] for r in ok_json(devid, "cert", "list")}
+    assert listed[old["serial"]] == "superseded" and listed[new["serial"]] == "issued"
+    actions = ok_json(devid, "rotate", "--before", "30d", "--days", "90")
+    assert [a["serial"] for a in actions] == [new["serial"]]
+    subject = run_tool("openssl", "x509", "-in", str(svc), "-noout", "-subject").stdout.decode()
+    assert "CN = new" in subject
+    key_public = run_tool("openssl", "pkey", "-in", str(new_key), "-pubout", "-outform",
+                          "DER").stdout  # fmt: skip
+    assert cert_public_key_der(svc) == key_public
