@@ -83,6 +83,8 @@ def test_rotate_iot_moves_the_registration(
         "fleet",
         "--before",
         "5d",
+        "--days",
+        "30",
         "--iot",
         "--revoke-old",
         *moto.aws_args(),
@@ -130,7 +132,8 @@ def test_aws_failure_before_install_leaves_the_device_untouched(
         return real_set_status(client, cert_id, status)
 
     monkeypatch.setattr(iot_module, "set_status", failing)
-    result = devid("rotate", "--ca", "fleet", "--before", "5d", "--iot", *moto.aws_args())
+    result = devid("rotate", "--ca", "fleet", "--before", "5d", "--days", "30", "--iot",
+                   *moto.aws_args())  # fmt: skip
 
     assert result.code == 3
     assert "injected" in one_error_line(result)
