@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -56,6 +56,7 @@ def parse_private_key(
     if ppk.is_ppk(data):
         key, _ = ppk.load_ppk(data, passphrase)
         return key
+    _check_dek_info(data, where)
     loaders: list[Callable[..., object]] = []
     if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
         loaders.append(serialization.load_ssh_private_key)
@@ -65,7 +66,7 @@ def parse_private_key(
         loaders.append(serialization.load_der_private_key)
     for loader in loaders:
         try:
-            return _check_private(loader(data, password=passphrase), where)
+            return _check_private(_no_panic(loader, data, passphrase, where), where)
         except TypeError as exc:
             if passphrase is None:
                 raise PassphraseRequired(f"{where} is encrypted; a passphrase is needed") from exc
@@ -74,12 +75,52 @@ def parse_private_key(
             return parse_private_key(data, where=where)
         except UnsupportedAlgorithm as exc:
             raise BadInput(f"{where}: unsupported key algorithm") from exc
+        except InvalidTag as exc:  # an AES-GCM OpenSSH key opened with the wrong passphrase
+            raise BadInput(f"{where}: wrong passphrase") from exc
         except ValueError as exc:
             # cryptography says "Incorrect password, could not decrypt key" for PEM and
             # "Corrupt data: broken checksum" for an OpenSSH key decrypted with the wrong one.
             if passphrase is not None and any(w in str(exc).lower() for w in _WRONG_PASSPHRASE):
                 raise BadInput(f"{where}: wrong passphrase") from exc
     raise BadInput(f"{where} is not a private key devid can read (PEM, DER, OpenSSH or PPK)")
+
+
+#: IV lengths of the ciphers traditional encrypted PEM (RFC 1421 DEK-Info) names
+_DEK_IV_BYTES = {"AES-128-CBC": 16, "AES-192-CBC": 16, "AES-256-CBC": 16, "DES-EDE3-CBC": 8,
+                 "DES-CBC": 8}  # fmt: skip
+_DEK_INFO = re.compile(rb"^DEK-Info:[ \t]*([A-Za-z0-9-]+),([0-9A-Fa-f]*)[ \t]*\r?$", re.MULTILINE)
+
+
+def _check_dek_info(data: bytes, where: str) -> None:
+    """Refuse an encrypted PEM whose DEK-Info IV does not fit its cipher: cryptography's
+    Rust code panics on a short one instead of raising an error."""
+    match = _DEK_INFO.search(data)
+    if match is None:
+        return
+    cipher, iv = match.group(1).decode().upper(), match.group(2)
+    expected = _DEK_IV_BYTES.get(cipher)
+    if expected is not None and len(iv) != 2 * expected:
+        raise BadInput(
+            f"{where}: malformed encrypted PEM (the DEK-Info IV of {cipher} must be "
+            f"{expected} bytes, not {len(iv) / 2:g})"
+        )
+
+
+def _no_panic(
+    loader: Callable[..., object], data: bytes, passphrase: bytes | None, where: str
+) -> object:
+    """*loader(data, password=...)*; a panic inside cryptography's Rust code (pyo3's
+    PanicException, a BaseException) on malformed input becomes one bad-input line."""
+    try:
+        return loader(data, password=passphrase)
+    except Exception:
+        raise
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise BadInput(
+            f"{where}: malformed private key (cryptography could not parse it)"
+        ) from None
 
 
 def load_signing_key(
@@ -124,6 +165,8 @@ def _ssh_line(data: bytes, where: str) -> PublicKey | None:
         return _check_public(serialization.load_ssh_public_key(text.splitlines()[0]), where)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise BadInput(f"{where}: malformed OpenSSH public key ({exc})") from exc
+    except NotImplementedError as exc:  # e.g. a compressed EC point
+        raise BadInput(f"{where}: unsupported OpenSSH public key ({exc})") from exc
 
 
 def _rfc4716(data: bytes, where: str) -> PublicKey | None:

@@ -107,7 +107,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except BrokenPipeError:
         return EXIT_OK
-    except Exception as exc:
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # Exception, and pyo3's PanicException (a BaseException)
         if os.environ.get("DEVID_DEBUG"):
             raise
         kind = type(exc).__name__

@@ -477,3 +477,52 @@ def test_truncated_real_pem_is_refused(maker: Maker, tmp_path: Path) -> None:
         load_signing_key(str(cut))
     with pytest.raises(BadInput):
         load_public_key(str(cut))
+
+
+# -- malformed input that used to escape as a crash ---------------------------------------
+
+_PANIC_PEM = (
+    b"-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n"
+    b"DEK-Info: AES-256-CBC,59204B99DE6BADAAEB22E5D51C\n\n"
+    b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END EC PRIVATE KEY-----\n"
+)
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def test_an_encrypted_pem_with_a_short_iv_is_bad_input(
+    tmp_path: Path, devid: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cryptography's Rust code panics on this IV (pyo3 PanicException, a BaseException)
+    path = tmp_path / "panic.pem"
+    path.write_bytes(_PANIC_PEM)
+    with pytest.raises(BadInput, match="malformed encrypted PEM"):
+        parse_private_key(_PANIC_PEM, passphrase=b"x", where=str(path))
+    monkeypatch.setenv("DEVID_PASSPHRASE", "x")
+    for args in (("key", "fingerprint", path), ("key", "public", path)):
+        result = devid(*args)
+        assert result.code == 2, result.err
+        assert result.err.count("\n") == 1 and "malformed encrypted PEM" in result.err
+
+
+def test_a_wrong_passphrase_for_an_aes_gcm_openssh_key(tmp_path: Path) -> None:
+    key = tmp_path / "gcm"
+    ssh_keygen("-q", "-t", "ed25519", "-N", "right words", "-Z", "aes256-gcm@openssh.com",
+               "-f", key)  # fmt: skip
+    with pytest.raises(BadInput, match="wrong passphrase"):
+        parse_private_key(key.read_bytes(), passphrase=b"wrong", where=str(key))
+    assert parse_private_key(key.read_bytes(), passphrase=b"right words", where=str(key))
+
+
+def test_an_openssh_line_with_a_compressed_ec_point_is_bad_input() -> None:
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    )
+    blob = _ssh_string(b"ecdsa-sha2-nistp256") + _ssh_string(b"nistp256") + _ssh_string(point)
+    line = b"ecdsa-sha2-nistp256 " + __import__("base64").b64encode(blob) + b" c\n"
+    with pytest.raises(BadInput, match="OpenSSH public key"):
+        parse_public_key(line, where="compressed.pub")
