@@ -134,10 +134,14 @@ def load_key_ref(ref: str, passphrase_file: str | None = None) -> PrivateKey:
 def public_key_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
     """The public key of *ref* in any form; an encrypted private key file is opened with
     the passphrase sources of :func:`load_key_ref` (its public half is encrypted too)."""
-    try:
+    if is_token_ref(ref):
         return load_public_key(ref)
+    data = read_input(ref, what="key file")  # read once: REF may be a pipe, <(...)
+    try:
+        return parse_public_key(data, where=ref)
     except PassphraseRequired:
-        return load_key_ref(ref, passphrase_file).public_key()
+        given, ask = _passphrases(ref, passphrase_file)
+        return open_private_key(data, where=ref, passphrase=given, ask_passphrase=ask).public_key()
 
 
 def key_of(ref: str, passphrase_file: str | None = None) -> PrivateKey | PublicKey:

@@ -152,3 +152,22 @@ def test_key_fingerprint_reads_a_pipe_once(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["openssh_sha256"] == data["openssh_sha256"]
+
+
+def test_key_public_reads_an_encrypted_key_from_a_pipe_once(tmp_path: Path) -> None:
+    # the public half of an encrypted private key needs the passphrase: the data read for
+    # the first attempt must serve the second (a pipe cannot be read again)
+    key, passphrase = tmp_path / "enc.pem", tmp_path / "pp"
+    passphrase.write_text("correct horse\n")
+    run_tool("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-aes256", "-pass", f"file:{passphrase}", "-out", str(key))  # fmt: skip
+    devid = f"{sys.executable} -m devid key public"
+    outputs = []
+    for source in (f'"{key}"', f'<(cat "{key}")'):
+        done = subprocess.run(
+            ["bash", "-c", f'{devid} {source} --passphrase-file "{passphrase}"'],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1] and outputs[0].startswith("ecdsa-sha2-nistp256 ")
