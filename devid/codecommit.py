@@ -29,7 +29,14 @@ from devid.iam import IamSshKeys, SshKey, Status, parse_key_id
 from devid.keys import PublicKey
 from devid.loading import parse_public_key
 from devid.pubformat import openssh_line
-from devid.sshconfig import CodeCommitEntry, find_entry, merge, read_config, write_config
+from devid.sshconfig import (
+    CodeCommitEntry,
+    find_entry,
+    identity_path,
+    merge,
+    read_config,
+    write_config,
+)
 
 # Region names: us-east-1, us-gov-west-1, cn-north-1, us-isob-east-1 ...
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
@@ -102,12 +109,12 @@ class Identity:
 def file_identity(ref: str, identity: str | None) -> Identity:
     """The private key file ssh should use for the key *ref* names."""
     if identity:
-        return Identity(os.path.abspath(os.path.expanduser(identity)))
+        return Identity(identity_path(identity))
     path = Path(os.path.abspath(os.path.expanduser(ref)))
     if path.name.endswith(".pub"):
         private = path.with_name(path.name.removesuffix(".pub"))
         if private.is_file():
-            return Identity(str(private))
+            return Identity(identity_path(str(private)))
         raise BadInput(f"no private key file {private} beside {ref}; pass --identity PATH")
     head = path.read_bytes()[:4096] if path.is_file() else b""
     if head.startswith(b"PuTTY-User-Key-File"):
@@ -117,7 +124,7 @@ def file_identity(ref: str, identity: str | None) -> Identity:
         )
     if b"PRIVATE KEY" not in head:
         raise BadInput(f"{ref} is not a private key file ssh can use; pass --identity PATH")
-    return Identity(str(path))
+    return Identity(identity_path(str(path)))
 
 
 def token_identity(key: PublicKey, label: str, module: str, identity: str | None) -> Identity:
@@ -126,7 +133,7 @@ def token_identity(key: PublicKey, label: str, module: str, identity: str | None
     pub = Path(os.path.abspath(os.path.expanduser(identity))) if identity else default
     if pub.suffix != ".pub":
         raise BadInput(f"--identity {identity} for a token key must name a .pub file")
-    return Identity(str(pub), module, pub, openssh_line(key, label))
+    return Identity(identity_path(str(pub)), module, pub, openssh_line(key, label))
 
 
 class Retire(enum.Enum):

@@ -190,6 +190,20 @@ def _check_path(keyword: str, value: str) -> None:
         )
 
 
+def identity_path(path: str) -> str:
+    """A file path as an ``IdentityFile`` argument: absolute (ssh resolves a relative one
+    against its own working directory) and with ``%`` written ``%%`` (ssh_config(5) TOKENS).
+    ``${`` would be read as an environment variable and cannot be escaped: refused."""
+    absolute = os.path.abspath(os.path.expanduser(path))
+    if "${" in absolute:
+        raise BadInput(
+            f"IdentityFile {path!r} cannot be written to an ssh config: ssh reads '${{' "
+            "as an environment variable",
+            hint="move the key to a path without '${'",
+        )
+    return absolute.replace("%", "%%")
+
+
 def _quote(value: str) -> str:
     # ssh_config(5): "Arguments may optionally be enclosed in double quotes (") in order
     # to represent arguments containing spaces."

@@ -32,7 +32,15 @@ from devid.fingerprint import openssh_sha256
 from devid.iam import IamSshKeys, SshKey, Status, parse_key_id
 from devid.keys import PublicKey, is_token_ref
 from devid.localkeys import local_keys, matching
-from devid.sshconfig import CodeCommitEntry, find_entry, merge, read_config, render, write_config
+from devid.sshconfig import (
+    CodeCommitEntry,
+    find_entry,
+    identity_path,
+    merge,
+    read_config,
+    render,
+    write_config,
+)
 from hsm.module import resolve_module_path
 
 #: --profile, --region, --endpoint-url as click passes them
@@ -315,7 +323,7 @@ def config(
     The merge changes only that block, keeps every other line, writes atomically with mode
     0600 and keeps a backup of the previous file; a second run changes nothing.
     """
-    entry = CodeCommitEntry(parse_key_id(key_id), identity, module)
+    entry = CodeCommitEntry(parse_key_id(key_id), identity_path(identity), module)
     if not Path(identity).expanduser().exists():
         warn(f"IdentityFile {identity} does not exist (yet)")
     block = render(entry)

@@ -6,8 +6,10 @@ IAM. boto3 (IAM), ``ssh -G`` (the config as ssh reads it) and the file bytes are
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 from conftest import MotoServer, Result
-from ssh_support import SOFTHSM, registered_ids, ssh_resolved, statuses, write_key_pair
+from ssh_support import HOST, SOFTHSM, registered_ids, ssh_resolved, statuses, write_key_pair
 
 from devid import codecommit
 from devid.errors import EnvironmentProblem
@@ -419,3 +421,64 @@ def test_token_rotation_pub_file(
     assert f"wrote {pub}" in done.out
     assert ssh_resolved(config)["identityfile"] == [str(pub)]
     assert ssh_resolved(config)["pkcs11provider"] == [SOFTHSM]
+
+
+def _identity_files_ssh_opens(config: Path) -> list[str]:
+    """What ``ssh -v`` says it loads as identity files for the CodeCommit host, connecting
+    to a local socket that accepts and says nothing (ssh loads them once connected)."""
+    import subprocess
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            conn.recv(1024)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            ["ssh", "-v", "-F", str(config), "-o", "HostName=127.0.0.1", "-o", f"Port={port}",
+             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", HOST],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    finally:
+        listener.close()
+    found = re.findall(r"identity file (.+) type -?\d+", done.stderr)
+    return [f for f in found if not f.endswith("-cert")]
+
+
+@pytest.mark.parametrize("name", ["id_rsa", "p%hdir/id", "50%/key"])
+def test_config_writes_the_identity_ssh_will_open(
+    devid: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # given relative, the path is made absolute (ssh resolves against its own working
+    # directory); a '%' is written '%%' (ssh_config TOKENS), or ssh expands %h to the host
+    keys = tmp_path / "keys"
+    key = keys / name
+    key.parent.mkdir(parents=True)
+    key.write_text("not read here")
+    monkeypatch.chdir(keys)
+    config = tmp_path / "config"
+    result = devid("ssh", "config", "--key-id", "APKAEIBAERJR2EXAMPLE", "--identity", name,
+                   "--write", "--file", config)  # fmt: skip
+    assert result.code == 0, result.err
+    monkeypatch.chdir("/")
+    assert _identity_files_ssh_opens(config) == [str(key)]
+    again = devid("ssh", "config", "--key-id", "APKAEIBAERJR2EXAMPLE", "--identity", str(key),
+                  "--write", "--file", config, "--json")  # fmt: skip
+    assert json.loads(again.out)["changed"] is False
+
+
+def test_config_refuses_an_identity_ssh_would_expand(
+    devid: Callable[..., Result], tmp_path: Path
+) -> None:
+    identity = str(tmp_path / "${HOME}" / "id")
+    result = devid("ssh", "config", "--key-id", "APKAEIBAERJR2EXAMPLE", "--identity", identity,
+                   "--write", "--file", tmp_path / "config")  # fmt: skip
+    assert result.code == 2 and "environment variable" in result.err
+    assert not (tmp_path / "config").exists()
