@@ -123,10 +123,18 @@ class PrivateFormat(enum.Enum):
     OPENSSH = "openssh"
 
 
+#: cryptography's limit for BestAvailableEncryption (OpenSSL's PEM_BUFSIZE - 1)
+MAX_PASSPHRASE = 1023
+
+
 def private_key_bytes(
     key: PrivateKey, fmt: PrivateFormat = PrivateFormat.PKCS8, *, passphrase: bytes | None = None
 ) -> bytes:
     """PEM (PKCS#8, or PKCS#1/SEC1 "traditional") or OpenSSH encoding of a software key."""
+    if passphrase is not None and len(passphrase) > MAX_PASSPHRASE:
+        raise BadInput(
+            f"the passphrase is {len(passphrase)} bytes; key files take at most {MAX_PASSPHRASE}"
+        )
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase

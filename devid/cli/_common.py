@@ -75,12 +75,19 @@ def warn(message: str) -> None:
     click.echo(f"devid: warning: {message}", err=True)
 
 
+#: PINs and passphrases are short; a file larger than this was named by mistake
+SECRET_FILE_LIMIT = 4096
+
+
 def read_secret_file(path: str | Path, what: str) -> bytes:
-    """A secret from a file, without its trailing newline; the path may be ``-`` for stdin."""
-    try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    """A secret from a file, without its trailing newline; the path may be ``-`` for stdin.
+    Like every input file it is read only if regular or a pipe, and at most 4 KiB."""
+    if str(path) == "-":
+        data = sys.stdin.buffer.read(SECRET_FILE_LIMIT + 1)
+        if len(data) > SECRET_FILE_LIMIT:
+            raise BadInput(f"the {what} on stdin is longer than {SECRET_FILE_LIMIT} bytes")
+    else:
+        data = read_input(path, what=f"{what} file", limit=SECRET_FILE_LIMIT)
     return data.rstrip(b"\r\n")
 
 

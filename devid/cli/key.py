@@ -44,7 +44,11 @@ def key() -> None:
     show_default=True,
     help="File format of a software key.",
 )
-@click.option("--encrypt", is_flag=True, help="Ask for a passphrase to encrypt the file.")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Encrypt the file with DEVID_PASSPHRASE, else a passphrase asked for.",
+)
 @passphrase_file_option
 @click.option("--for", "purpose", type=click.Choice(["ec2-windows"]), help="Extra capability.")
 @click.option("--force", is_flag=True, help="Overwrite the file / replace the token key.")
@@ -79,11 +83,21 @@ def generate(
     if passphrase_file or encrypt:
         if token:
             raise BadInput("a passphrase applies to key files, not token keys")
+        # DEVID_PASSPHRASE (also what opens keys) encrypts a new key only when asked to
         passphrase = secret(
-            file=passphrase_file, env=None, prompt="New passphrase", what="passphrase", confirm=True
+            file=passphrase_file,
+            env="DEVID_PASSPHRASE" if encrypt else None,
+            prompt="New passphrase",
+            what="passphrase",
+            confirm=True,
         )
+        if passphrase is None:
+            raise BadInput(
+                "no passphrase: give --passphrase-file, or --encrypt with DEVID_PASSPHRASE "
+                "set or on a terminal"
+            )
         if not passphrase:
-            raise BadInput("no passphrase: give --passphrase-file or run on a terminal")
+            raise BadInput("the passphrase is empty")
     if purpose == "ec2-windows" and kt.algorithm != "rsa":
         raise BadInput("EC2 Windows passwords need an RSA key")
     key_obj, ref = generate_key(

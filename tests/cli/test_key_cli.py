@@ -428,7 +428,8 @@ BAD: dict[str, Bad] = {
     "missing-passphrase-file": Bad(("key", "generate", "ec-p256", "--out", "{d}/new.pem",
                                     "--passphrase-file", "{d}/nope"), 2, "passphrase file"),
     "empty-passphrase-file": Bad(("key", "generate", "ec-p256", "--out", "{d}/new.pem",
-                                  "--passphrase-file", "{d}/empty"), 2, "no passphrase"),
+                                  "--passphrase-file", "{d}/empty"), 2,
+                                 "the passphrase is empty"),
     "encrypted-no-passphrase": Bad(("key", "fingerprint", "{d}/enc.pem"), 2,
                                    "give --passphrase-file or set DEVID_PASSPHRASE", proc=True),
     "encrypted-wrong-passphrase": Bad(("key", "fingerprint", "{d}/enc.pem", "--passphrase-file",
@@ -498,3 +499,37 @@ def test_wrong_pin_is_an_environment_error(
     result = devid_proc("key", "public", ref, env={"DEVID_PKCS11_PIN": "9999"})
     assert_one_error_line(result, 3, "refused the PIN")
     assert "9999" not in result.err
+
+
+def test_generate_encrypt_takes_devid_passphrase_and_only_then(
+    devid: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVID_PASSPHRASE", "abcdefgh")
+    made = devid("key", "generate", "ec-p256", "--out", tmp_path / "enc.pem", "--encrypt")
+    assert made.code == 0, made.err
+    assert b"ENCRYPTED" in (tmp_path / "enc.pem").read_bytes()
+    run_tool("openssl", "pkey", "-in", str(tmp_path / "enc.pem"), "-passin", "pass:abcdefgh",
+             "-noout")  # fmt: skip
+    # without --encrypt the ambient variable (it also opens keys) does not encrypt a new key
+    plain = devid("key", "generate", "ec-p256", "--out", tmp_path / "plain.pem")
+    assert plain.code == 0 and b"ENCRYPTED" not in (tmp_path / "plain.pem").read_bytes()
+    monkeypatch.setenv("DEVID_PASSPHRASE", "")
+    empty = devid("key", "generate", "ec-p256", "--out", tmp_path / "e.pem", "--encrypt")
+    assert empty.code == 2 and "the passphrase is empty" in empty.err
+    assert not (tmp_path / "e.pem").exists()
+
+
+@pytest.mark.parametrize("source", ["long", "/dev/zero"])
+def test_passphrase_files_that_cannot_be_a_passphrase(
+    devid: Callable[..., Result], tmp_path: Path, source: str
+) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text("x" * 1100 + "\n")
+    given = str(path) if source == "long" else source
+    result = devid("key", "generate", "ed25519", "--out", tmp_path / "k", "--passphrase-file",
+                   given)  # fmt: skip
+    assert result.code == 2, result.err
+    assert result.err.count("\n") == 1
+    expected = "at most 1023" if source == "long" else "not a regular file"
+    assert expected in result.err and "xxxx" not in result.err
+    assert not (tmp_path / "k").exists()
