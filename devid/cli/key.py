@@ -17,11 +17,12 @@ from devid.cli._common import (
     passphrase_file_option,
     public_key_of,
     secret,
+    warn,
 )
 from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import fingerprints
 from devid.keys import KeyType, PrivateFormat, generate_key, is_token_ref
-from devid.pubformat import PublicFormat, public_bytes
+from devid.pubformat import PublicFormat, public_bytes, rfc4716_comment
 
 KEY_TYPES = [k.value for k in KeyType]
 
@@ -162,6 +163,10 @@ def public(
 
     public_key = public_key_of(ref, passphrase_file)
     data = public_bytes(public_key, PublicFormat(fmt), comment=comment)
+    if fmt == "rfc4716" and comment:
+        kept = rfc4716_comment(comment).replace('\\"', '"').replace("\\\\", "\\")
+        if kept != comment:
+            warn(f"the comment was shortened to {kept!r}: RFC 4716 lines hold 72 bytes")
     if out is not None:
         write_atomic(out, data, mode=PUBLIC_MODE, force=force)
     if as_json:

@@ -253,16 +253,42 @@ def test_public_openssh_with_comment(
     assert "alice@example.com" in listed
 
 
-@pytest.mark.parametrize("comment", ["", 'a "quoted" comment long enough to need a continued line'])
-def test_public_rfc4716_read_back_by_ssh_keygen(
+@pytest.mark.parametrize(
+    "comment",
+    ["", 'a "quoted" comment', 'a "quoted" comment long enough not to fit one header line',
+     "x" * 59 + "\\" + "y" * 20, "ü" * 50, "alice@example.com"],
+)  # fmt: skip
+def test_public_rfc4716_read_back_by_ssh_keygen_and_puttygen(
     devid: Callable[..., Result], source: Source, tmp_path: Path, comment: str
 ) -> None:
     out = tmp_path / "k.rfc4716"
-    ok(devid("key", "public", source.ref, "--format", "rfc4716", "--comment", comment,
-             "--out", out))  # fmt: skip
+    result = devid("key", "public", source.ref, "--format", "rfc4716", "--comment", comment,
+                   "--out", out)  # fmt: skip
+    assert result.code == 0, result.err
     assert mode_of(out) == 0o644
+    lines = out.read_bytes().split(b"\n")
+    assert all(len(line) <= 72 for line in lines)  # RFC 4716 section 3
+    assert not any(line.endswith(b"\\") for line in lines)  # no continued header lines
     back = run_tool("ssh-keygen", "-i", "-m", "RFC4716", "-f", str(out)).stdout
     assert ssh_public(back) == source.expected
+    listed = run_tool("puttygen", "-l", str(out)).stdout.decode()
+    assert "SHA256:" in listed
+    shortened = "shortened" in result.err
+    escaped = comment.replace("\\", "\\\\").replace('"', '\\"')  # as the header writes it
+    assert shortened == (len(escaped.encode()) > 72 - len('Comment: ""'))
+
+
+@pytest.mark.parametrize("fmt", ["openssh", "rfc4716"])
+def test_a_comment_with_a_newline_is_refused(
+    devid: Callable[..., Result], source: Source, tmp_path: Path, fmt: str
+) -> None:
+    # an OpenSSH line with a newline in its comment would smuggle a second key line into
+    # an authorized_keys file
+    evil = "alice\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEVIL evil"
+    result = devid("key", "public", source.ref, "--format", fmt, "--comment", evil,
+                   "--out", tmp_path / "k.pub")  # fmt: skip
+    assert result.code == 2 and "control characters" in result.err
+    assert not (tmp_path / "k.pub").exists()
 
 
 def test_public_pem_read_by_openssl(
