@@ -54,7 +54,12 @@ def parse_private_key(
 ) -> PrivateKey:
     """A software private key from *data* in any supported encoding."""
     if ppk.is_ppk(data):
-        key, _ = ppk.load_ppk(data, passphrase)
+        try:
+            key, _ = ppk.load_ppk(data, passphrase)
+        except PassphraseRequired:
+            raise
+        except BadInput as exc:  # say which file, as for the other forms
+            raise BadInput(f"{where}: {exc.message}", hint=exc.hint) from exc
         return key
     _check_dek_info(data, where)
     loaders: list[Callable[..., object]] = []

@@ -9,6 +9,7 @@ import hmac
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -359,3 +360,14 @@ def test_dump_refuses_what_ppk_cannot_hold() -> None:
         dump_ppk(ec.generate_private_key(ec.SECP224R1()))
     with pytest.raises(TypeError):
         dump_ppk(ed25519.Ed25519PrivateKey.generate().public_key())  # type: ignore[arg-type]
+
+
+def test_a_wrong_passphrase_names_the_file(
+    tmp_path: Path, devid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "key.ppk"
+    path.write_bytes(vector("rsa2048-v3-aes256.ppk"))
+    monkeypatch.setenv("DEVID_PASSPHRASE", "not the passphrase")
+    result = devid("key", "fingerprint", path)
+    assert result.code == 2
+    assert f"{path}: wrong passphrase for PPK file" in result.err
