@@ -2,7 +2,7 @@
 
 ``--subject "CN=dev1,O=Acme,C=DE"`` and ``--san dns:dev1.example.com --san uri:urn:dev:1
 --san ip:10.0.0.1 --san email:ops@example.com``; name constraints add ``permit:``/``exclude:``
-in front (``permit:dns:.example.com``, ``exclude:ip:10.0.0.0/8``).
+in front (``permit:dns:example.com``, ``exclude:ip:10.0.0.0/8``).
 """
 
 from __future__ import annotations
