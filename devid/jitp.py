@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from devid.errors import BadInput
+from devid.pki.names import parse_name
 
 PREFIX = "AWS::IoT::Certificate::"
 #: AWS IoT thing names (CreateThing): 1-128 of these characters
@@ -67,18 +68,15 @@ class CertificateParameter(enum.Enum):
         return str(found[0].value) if found else None
 
 
-#: RFC 4514 names cryptography does not know by itself
-_DN_NAMES = {"serialNumber": NameOID.SERIAL_NUMBER, "dnQualifier": NameOID.DN_QUALIFIER}
-_DN_LABELS = {oid: label for label, oid in _DN_NAMES.items()}
+_DN_LABELS = {
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.DN_QUALIFIER: "dnQualifier",
+}
 
 
 def parse_subject(text: str) -> x509.Name:
     """An RFC 4514 subject such as ``CN=dev-1,serialNumber=0042,C=DE``."""
-    variants = {**_DN_NAMES, **{k.upper(): v for k, v in _DN_NAMES.items()}}
-    try:
-        return x509.Name.from_rfc4514_string(text, variants)
-    except ValueError as exc:
-        raise BadInput(f"malformed subject {text!r}: {str(exc) or 'not RFC 4514'}") from exc
+    return parse_name(text)
 
 
 def subject_text(name: x509.Name) -> str:

@@ -26,14 +26,33 @@ _URI = re.compile(r"[a-z][a-z0-9+.-]*:\S+", re.IGNORECASE)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
+#: RFC 4514 attribute names cryptography does not know by itself (it reads CN, L, ST, O,
+#: OU, C, STREET, DC, UID and dotted OIDs); AWS IoT JITP templates use serialNumber
+EXTRA_ATTRIBUTE_NAMES = {
+    "serialNumber": x509.NameOID.SERIAL_NUMBER,
+    "dnQualifier": x509.NameOID.DN_QUALIFIER,
+    "title": x509.NameOID.TITLE,
+    "GN": x509.NameOID.GIVEN_NAME,
+    "givenName": x509.NameOID.GIVEN_NAME,
+    "SN": x509.NameOID.SURNAME,
+    "emailAddress": x509.NameOID.EMAIL_ADDRESS,
+}
+_ATTRIBUTE_NAMES = {  # RFC 4514 names are case-insensitive
+    variant: oid
+    for name, oid in EXTRA_ATTRIBUTE_NAMES.items()
+    for variant in (name, name.upper(), name.lower())
+}
+
+
 def parse_name(text: str) -> x509.Name:
-    """An RFC 4514 string (``CN=dev1,O=Acme,C=DE``) as an X.509 name."""
+    """An RFC 4514 string (``CN=dev1,O=Acme,C=DE``, ``serialNumber=0042``) as an X.509 name."""
     if not text.strip():
         raise BadInput("empty subject; give a name like 'CN=device-1,O=Acme'")
     try:
-        return x509.Name.from_rfc4514_string(text)
+        return x509.Name.from_rfc4514_string(text, _ATTRIBUTE_NAMES)
     except ValueError as exc:  # also C= values that are not two letters
-        raise BadInput(f"malformed subject {text!r}: {exc}") from exc
+        why = str(exc) or "not RFC 4514 (NAME=value pairs separated by commas)"
+        raise BadInput(f"malformed subject {text!r}: {why}") from exc
 
 
 def is_dns_name(text: str) -> bool:

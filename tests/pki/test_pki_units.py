@@ -141,3 +141,13 @@ def test_serials_and_reasons() -> None:
     assert parse_reason("cessation-of-operation") is x509.ReasonFlags.cessation_of_operation
     with pytest.raises(BadInput):
         parse_reason("remove-from-crl")
+
+
+def test_subjects_take_the_attribute_names_jitp_templates_use() -> None:
+    name = parse_name("CN=dev-1,serialNumber=0042,O=Acme")
+    serial = name.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+    assert [a.value for a in serial] == ["0042"]
+    assert parse_name("serialnumber=7").get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+    with pytest.raises(BadInput) as info:
+        parse_name("CN=x,bogusAttr=1")
+    assert not str(info.value).rstrip().endswith(":")  # says why, not an empty reason
