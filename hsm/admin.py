@@ -217,6 +217,10 @@ def init_softhsm_token(label: str, *, so_pin: str, user_pin: str) -> TokenInfo:
             f"the token label {label!r} is too long: PKCS#11 token labels hold at most "
             f"{TOKEN_LABEL_BYTES} bytes (UTF-8)"
         )
+    if not label.strip() or label != label.strip():
+        # CK_TOKEN_INFO pads labels with blanks, so modules and tools strip them: a label
+        # with blanks at either end could never be named again, or would match another's
+        raise UriError(f"the token label {label!r} is empty or starts or ends with a blank")
     path = resolve_module_path(None)
     refresh(path)  # see tokens other processes made since this one loaded the module
     if any(t.label == label for t in list_tokens()):

@@ -333,3 +333,19 @@ def test_init_token_refuses_a_short_pin_before_changing_anything(
                    "--so-pin-file", tmp_path / "so-pin")  # fmt: skip
     assert_one_error_line(result, 2, "must be 4 to 255 bytes long")
     assert set(slots_by_label()) == before  # no token was initialised
+
+
+@pytest.mark.parametrize("label", ["", " ", "hunt ", " hunt", "devid-test "])
+def test_init_token_refuses_labels_with_blanks_at_the_ends(
+    devid: Callable[..., Result], softhsm: Path, tmp_path: Path, label: str
+) -> None:
+    # token labels are blank-padded in CK_TOKEN_INFO: "devid-test " would become a second
+    # token every 'token=devid-test' URI matches
+    before = set(slots_by_label())
+    pin, so_pin = new_pins()
+    (tmp_path / "pin").write_text(pin)
+    (tmp_path / "so-pin").write_text(so_pin)
+    result = devid("hsm", "init-token", "--label", label, "--pin-file", tmp_path / "pin",
+                   "--so-pin-file", tmp_path / "so-pin")  # fmt: skip
+    assert_one_error_line(result, 2, "starts or ends with a blank")
+    assert set(slots_by_label()) == before
