@@ -31,6 +31,16 @@ def refuse_existing(path: Path, *, force: bool) -> None:
         raise Conflict(f"{path} exists; pass --force to overwrite it")
 
 
+def refuse_unwritable(path: Path) -> None:
+    """Refuse early (before any other work) a *path* whose folder is missing or not
+    writable: a later :func:`write_atomic` there would fail after the work was done."""
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    if not folder.is_dir():
+        raise BadInput(f"cannot write {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write {path}: the folder {folder} is not writable")
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bool = False) -> Path:
     """Write *data* to *path* so that readers see the old file or the whole new one.
 

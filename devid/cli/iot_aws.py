@@ -21,7 +21,7 @@ from devid.cli._common import warn as warning
 from devid.cli._pki import key_loader, store_from, store_option
 from devid.cli.iot import iot
 from devid.errors import BadInput, CheckFailed, Conflict, NotFound
-from devid.fsutil import PUBLIC_MODE, read_input, refuse_existing, write_atomic
+from devid.fsutil import PUBLIC_MODE, read_input, refuse_existing, refuse_unwritable, write_atomic
 from devid.pki import certs
 from devid.pki.ca import CertificateAuthority, load_ca
 from devid.store import Event, IotRegistration, Store
@@ -174,8 +174,11 @@ def register_ca(
     ca = load_ca(ca_name)
     ca.check_valid()
     ca_mode = iot_ca.CaMode.parse(mode)
-    if verification_out is not None:
+    if verification_out is not None:  # checked before AWS is asked to change anything
+        if ca_mode is iot_ca.CaMode.SNI_ONLY:
+            raise BadInput("--verification-out: SNI_ONLY mode uses no verification certificate")
         refuse_existing(verification_out, force=False)
+        refuse_unwritable(verification_out)
     config = _jitp_config(jitp_template, role_arn)
     with store_from(store_url) as store:
         _check_signer(store, ca_name, force)
@@ -390,9 +393,10 @@ def status(
     wanted = aws_iot.CertStatus.settable(new_status)
     cert_id = _cert_id(target)
     iot_client = _client(profile, region, endpoint_url)
-    previous = aws_iot.set_status(iot_client, cert_id, wanted)
-    aws = aws_iot.describe_certificate(iot_client, cert_id)
+    # the inventory is opened first: a bad --store must stop the command before AWS changes
     with store_from(store_url) as store:
+        previous = aws_iot.set_status(iot_client, cert_id, wanted)
+        aws = aws_iot.describe_certificate(iot_client, cert_id)
         registration = _updated(store, aws)
         detail = {"arn": aws.arn, "from": previous, "to": aws.status}
         _record(

@@ -242,6 +242,22 @@ def test_status_transitions(
     assert snapshot(pki_home) == before
 
 
+def test_status_with_a_bad_store_changes_nothing_in_aws(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    fleet: Path,
+    tmp_path: Path,
+    openssl_key: Callable[[str], Path],
+) -> None:
+    cert = issue_device(devid, "fleet", openssl_key("ec-p256"), "sensor-9", tmp_path / "d.pem")
+    ok_json(devid, "iot", "register-cert", str(cert), "--activate", *moto.aws_args())
+    result = devid("iot", "status", cert, "inactive", "--store", "bogus://x", *moto.aws_args())
+    assert result.code == 2 and "unsupported store URL" in one_error_line(result)
+    desc = _iot(moto).describe_certificate(certificateId=openssl_iot_id(cert))
+    assert desc["certificateDescription"]["status"] == "ACTIVE"
+
+
 def test_status_of_an_unknown_certificate(
     devid: Devid, pki_home: Path, moto: MotoServer, fleet: Path
 ) -> None:

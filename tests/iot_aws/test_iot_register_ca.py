@@ -240,6 +240,29 @@ def test_registering_twice_is_a_conflict(
     assert snapshot(pki_home) == before
 
 
+@pytest.mark.parametrize("mode", ["default", "sni-only"])
+def test_a_verification_out_that_cannot_be_written_stops_before_aws(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    key_file: Callable[[str], Path],
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    make_ca(devid, "fleet", key_file("ec-p256"))
+    before = snapshot(pki_home)
+    out = tmp_path / "no-such-folder" / "verification.pem"
+    if mode == "sni-only":
+        out = tmp_path / "verification.pem"  # a folder that exists: the mode is the problem
+    result = devid("iot", "register-ca", "--ca", "fleet", "--mode", mode,
+                   "--verification-out", out, *moto.aws_args())  # fmt: skip
+    assert result.code == 2
+    expected = "no such folder" if mode == "default" else "SNI_ONLY mode uses no verification"
+    assert expected in one_error_line(result)
+    assert not _registered(moto, pki_home / "cas" / "fleet" / "ca.pem")
+    assert snapshot(pki_home) == before
+
+
 # Bad input: moto accepts any verification certificate, so devid must refuse these itself.
 
 
