@@ -9,8 +9,11 @@ failure the other workers finish the chunk they are in and take no new one.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -22,10 +25,26 @@ from devid.store import open_store
 from hsm.errors import HsmError
 
 _worker: dict[str, Any] = {}
+_PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(options: ProvisionOptions, stop: Any) -> None:
+def _init_worker(options: ProvisionOptions, stop: Any, parent: int) -> None:
+    _die_with(parent)
     _worker.update(options=options, stop=stop)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the provisioning command (*parent*) dies, even by SIGKILL:
+    otherwise it would go on issuing certificates nobody waits for, then hang. Linux's
+    PR_SET_PDEATHSIG has the kernel send SIGTERM; elsewhere the parent's exit closes the
+    pool's pipes."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
 
 
 def _work(device_ids: list[str]) -> list[ProvisionResult]:
@@ -58,7 +77,7 @@ def in_workers(
     failure: BaseException | None = None
     with ProcessPoolExecutor(
         min(workers, len(parts)), mp_context=context, initializer=_init_worker,
-        initargs=(options, stop),
+        initargs=(options, stop, os.getpid()),
     ) as pool:  # fmt: skip
         for future in as_completed([pool.submit(_work, part) for part in parts]):
             try:

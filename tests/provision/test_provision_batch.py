@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DevicePki, unique
+from conftest import ROOT, DevicePki, unique
 from provision_support import (
     cert_public_key_der,
     ok_json,
@@ -196,3 +200,50 @@ def test_a_device_provisioned_by_another_run_meanwhile_is_not_issued_twice(
     results = provision_batch(ids, token=device_pki.token, ca="issuing")
     assert [r.skipped for r in results] == [False, True, False]
     _check_fleet(device_pki, pki_home, [r.as_dict() for r in results], ids)
+
+
+def _marked_processes(marker: str) -> list[int]:
+    """Live processes whose environment carries *marker* (the command and its workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().split(") ", 1)[1][:1]
+        except OSError:
+            continue
+        if f"DEVID_KILL_MARK={marker}".encode() in environ.split(b"\0") and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_workers_stop_when_the_command_is_killed(device_pki: DevicePki, pki_home: Path) -> None:
+    # kill -9 of 'device provision --workers 2': the workers must not go on issuing
+    # certificates nobody waits for (they did, then hung); a re-run finishes the batch
+    ids = [unique("kill") for _ in range(120)]
+    batch = pki_home / "batch.csv"
+    batch.write_text("\n".join(ids) + "\n")
+    marker = unique("mark")
+    env = {**os.environ, "DEVID_KILL_MARK": marker}
+    args = [sys.executable, "-m", "devid", "device", "provision", "--batch", str(batch),
+            "--token", device_pki.token, "--ca", "issuing", "--workers", "2"]  # fmt: skip
+    command = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while sum(per_device_counts(pki_home).values()) < 4 and time.monotonic() < deadline:
+        assert command.poll() is None, "the batch ended before it could be killed"
+        time.sleep(0.05)
+    command.kill()
+    command.wait()
+    deadline = time.monotonic() + 20
+    while _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(marker) == [], "workers outlived the killed command"
+    done = sum(per_device_counts(pki_home).values())
+    assert done < len(ids)
+    time.sleep(1)
+    assert sum(per_device_counts(pki_home).values()) == done  # nothing issued after
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert per_device_counts(pki_home) == dict.fromkeys(ids, 1)
