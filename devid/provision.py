@@ -283,14 +283,23 @@ def _recorded_key(run: Run, record: CertRecord) -> hsm.TokenPrivateKey:
     return key
 
 
+def _holds(path: Path, cert: x509.Certificate) -> bool:
+    """Whether the file at *path* starts with *cert* (False when missing or unreadable)."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()) == cert
+    except (OSError, ValueError):
+        return False
+
+
 def _already_done(run: Run, record: CertRecord) -> ProvisionResult:
-    """A done device: nothing is issued; missing files or token object are restored."""
+    """A done device: nothing is issued; missing or damaged files (a ``cert.pem`` that no
+    longer holds the recorded certificate) and a missing token object are restored."""
     key = _recorded_key(run, record)
     cert = _cert(record)
     device_id = record.device_id or ""
     files = DeviceFiles(Path(record.path).parent) if record.path else run.files(device_id)
     ours = record.path is not None and Path(record.path).name == CERT_FILE
-    if ours and not (files.cert.is_file() and files.chain.is_file()):
+    if ours and not (_holds(files.cert, cert) and files.chain.is_file()):
         files.write(cert, load_ca(record.ca).intermediates)
     if cert not in load_certificates(key):
         store_certificate(key, cert)

@@ -96,6 +96,11 @@ def test_rerun_skips_restores_missing_files_and_never_issues_twice(
     restored = _provision(devid, device_pki, device_id, "--out", str(out))
     assert restored["skipped"] is True
     assert openssl_serial(Path(first["certificate_path"])) == first["serial"]
+    # a damaged cert.pem is put back from the inventory too
+    Path(first["certificate_path"]).write_bytes(b"garbage\n")
+    repaired = _provision(devid, device_pki, device_id, "--out", str(out))
+    assert repaired["skipped"] is True
+    assert openssl_serial(Path(first["certificate_path"])) == first["serial"]
     assert len(certificate_rows(pki_home, device_id)) == 1
     assert len(token_objects(f"device-{device_id}")) == 3
 
