@@ -26,7 +26,13 @@ from devid.keys import PrivateKey, PublicKey
 from devid.pki import certs
 from devid.pki.build import CertificateSigner, CertificateSpec
 from devid.pki.ca import CertificateAuthority, KeyLoader, ensure_recorded, key_reference
-from devid.pki.names import common_name, general_name_text, outside_constraints, unique_names
+from devid.pki.names import (
+    common_name,
+    constrained_subject_names,
+    general_name_text,
+    outside_constraints,
+    unique_names,
+)
 from devid.pki.profiles import Profile, check_device_id
 from devid.store import CertQuery, CertRecord, Event, Status, Store
 
@@ -138,12 +144,16 @@ def _sans(request: IssueRequest, device_id: str | None) -> tuple[x509.GeneralNam
 
 
 def _constrained(
-    ca: CertificateAuthority, sans: tuple[x509.GeneralName, ...], profile: Profile
+    ca: CertificateAuthority,
+    sans: tuple[x509.GeneralName, ...],
+    profile: Profile,
+    subject: x509.Name,
 ) -> tuple[x509.GeneralName, ...]:
-    """*sans*, refused if a name constraint of the CA chain excludes one: relying parties
-    (openssl, TLS stacks) would reject the certificate."""
+    """*sans*, refused if a name constraint of the CA chain excludes one of them or of the
+    subject's constrained names: relying parties (openssl, TLS stacks) would reject it."""
+    subject_names = constrained_subject_names(subject, has_sans=bool(sans))
     for holder, constraints in ca.name_constraints:
-        for name in sans:
+        for name in [*sans, *subject_names]:
             why = outside_constraints(name, constraints)
             if why is None:
                 continue
@@ -154,8 +164,9 @@ def _constrained(
                     "set device_uri / device_dns to names inside them, e.g. "
                     'device_dns = "{device_id}.devices.example.com"'
                 )
+            what = "SAN" if name in sans else "subject's"
             raise BadInput(
-                f"the SAN {general_name_text(name)} is {why} of CA {holder!r}", hint=hint
+                f"the {what} {general_name_text(name)} is {why} of CA {holder!r}", hint=hint
             )
     return sans
 
@@ -195,7 +206,7 @@ def _plan(ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, ser
         serial=serial,
         not_before=max(now - BACKDATE, ca.certificate.not_valid_before_utc),
         not_after=min(now + dt.timedelta(days=days), ca.certificate.not_valid_after_utc),
-        sans=_constrained(ca, _sans(request, device_id), request.profile),
+        sans=_constrained(ca, _sans(request, device_id), request.profile, subject),
         crl_url=ca.config.crl_url,
     )
     return _Plan(spec, device_id)

@@ -223,3 +223,20 @@ def outside_constraints(name: x509.GeneralName, constraints: x509.NameConstraint
     if allowed and not any(_within(name, b) for b in allowed):
         return "not in the permitted subtrees " + ", ".join(general_name_text(b) for b in allowed)
     return None
+
+
+def constrained_subject_names(subject: x509.Name, *, has_sans: bool) -> list[x509.GeneralName]:
+    """The names in *subject* that name constraints reach: every emailAddress (RFC 5280
+    4.2.1.10) and, when the certificate has no SAN, a CN that is a host name (OpenSSL and
+    the browsers check it against dNSName constraints)."""
+    names: list[x509.GeneralName] = [
+        x509.RFC822Name(str(a.value))
+        for a in subject.get_attributes_for_oid(x509.NameOID.EMAIL_ADDRESS)
+    ]
+    if not has_sans:
+        names += [
+            x509.DNSName(str(a.value))
+            for a in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            if "." in str(a.value) and is_dns_name(str(a.value))
+        ]
+    return names

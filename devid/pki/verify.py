@@ -55,6 +55,7 @@ from cryptography.x509.verification import (
 )
 
 from devid.errors import BadInput
+from devid.pki.names import constrained_subject_names, general_name_text, outside_constraints
 
 PURPOSES = ("client", "server")
 EKU_NAMES = {"client": "clientAuth", "server": "serverAuth"}
@@ -132,7 +133,10 @@ def _check_arguments(
 def _utc(at: dt.datetime | None) -> dt.datetime:
     if at is None:
         return dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    try:
+        return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-05:00
+        raise BadInput(f"--at {at.isoformat()} is outside the years 1-9999 in UTC") from exc
 
 
 def _eku_validators(
@@ -303,7 +307,39 @@ def _attempt(verifier: ClientVerifier, context: Context) -> tuple[bool, str, lis
         return False, explain(str(exc), context), []
     except ValueError as exc:  # e.g. a SAN type cryptography cannot represent
         return False, f"certificate cannot be checked: {exc}", []
+    why = _subject_name_constraints(chain)
+    if why is not None:
+        return False, why, []
     return True, "ok", [c.public_bytes(_DER) for c in chain]
+
+
+def _subject_name_constraints(chain: Sequence[x509.Certificate]) -> str | None:
+    """What cryptography leaves out of name constraints: it checks the SANs only. RFC 5280
+    4.2.1.10 applies rfc822Name constraints to the subject's emailAddress too, and OpenSSL
+    (like the browsers) applies dNSName ones to a CN that is a host name when there is no
+    SAN; *chain* is the verified path, leaf first. Returns why it fails, or None."""
+    leaf = chain[0]
+    try:
+        leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        has_sans = True
+    except x509.ExtensionNotFound:
+        has_sans = False
+    except (x509.DuplicateExtension, ValueError):
+        return "the certificate's extensions cannot be read"
+    names = constrained_subject_names(leaf.subject, has_sans=has_sans)
+    for issuer in chain[1:]:
+        try:
+            constraints = issuer.extensions.get_extension_for_class(x509.NameConstraints).value
+        except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+            continue
+        for name in names:
+            why = outside_constraints(name, constraints)
+            if why is not None:
+                return (
+                    f"the subject's {general_name_text(name)} is {why} of "
+                    f"{issuer.subject.rfc4514_string()} (name constraints)"
+                )
+    return None
 
 
 def _run_bounded(

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from conftest import run_tool
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from pki_support import inventory_counts, ok_json, one_error_line
 
 
@@ -179,3 +181,105 @@ def _sign_bypassing_devid(ca_name: str, csr_path: Path, out: Path, profile: str)
     )
     cert = sign_certificate(spec, issuer=ca.certificate, key=ca.signing_key())
     out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _chain_with_constraints(tmp_path: Path, leaf_subject: x509.Name, sans: list[Any]) -> Path:
+    """root -> intermediate (permit email example.com, dns example.com) -> leaf, signed with
+    cryptography directly (devid would refuse to issue the bad ones); returns the folder."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    now = dt.datetime.now(dt.UTC)
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    names = [x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, n)]) for n in ("R", "I")]
+    constraints = x509.NameConstraints(
+        permitted_subtrees=[x509.RFC822Name("example.com"), x509.DNSName("example.com")],
+        excluded_subtrees=None,
+    )
+
+    def make(subject: x509.Name, issuer: x509.Name, key: Any, signer: Any, ca: bool,
+             extra: list[Any]) -> x509.Certificate:  # fmt: skip
+        builder = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=9))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        )  # fmt: skip
+        if ca:
+            usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+            builder = builder.add_extension(usage, critical=True)
+        if signer is not key:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key())
+            builder = builder.add_extension(aki, critical=False)
+        for value, critical in extra:
+            builder = builder.add_extension(value, critical)
+        return builder.sign(signer, hashes.SHA256())
+
+    root = make(names[0], names[0], keys[0], keys[0], True, [])
+    inter = make(names[1], names[0], keys[1], keys[0], True, [(constraints, True)])
+    leaf_ext = [(x509.SubjectAlternativeName(sans), False)] if sans else []
+    leaf = make(leaf_subject, names[1], keys[2], keys[1], False, leaf_ext)
+    for name, cert in (("root", root), ("inter", inter), ("leaf", leaf)):
+        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("cn", "email", "sans", "ok"),
+    [
+        ("evil.org", "a@evil.com", [], False),  # no SAN: the email and the CN count
+        ("ok.example.com", "a@example.com", [], True),
+        ("evil.org", None, [], False),
+        ("device-1", "a@example.com", [], True),  # a CN that is no host name is not checked
+        ("evil.org", "a@evil.com", ["dns:ok.example.com"], False),  # emailAddress always
+        ("evil.org", None, ["dns:ok.example.com"], True),  # with a SAN the CN is not checked
+    ],
+)  # fmt: skip
+def test_verify_applies_name_constraints_to_the_subject_like_openssl(
+    devid: Callable[..., Any], tmp_path: Path, cn: str, email: str | None, sans: list[str],
+    ok: bool,
+) -> None:  # fmt: skip
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if email:
+        attrs.append(x509.NameAttribute(NameOID.EMAIL_ADDRESS, email))
+    general = [x509.DNSName(s.removeprefix("dns:")) for s in sans]
+    folder = _chain_with_constraints(tmp_path, x509.Name(attrs), general)
+    result = devid("cert", "verify", folder / "leaf.pem", "--ca-bundle", folder / "root.pem",
+                   "--untrusted", folder / "inter.pem", "--json")  # fmt: skip
+    assert result.code == (0 if ok else 1), result.out + result.err
+    if not ok:
+        assert "name constraints" in result.out + result.err
+    done = run_tool("openssl", "verify", "-CAfile", str(folder / "root.pem"), "-untrusted",
+                    str(folder / "inter.pem"), str(folder / "leaf.pem"), check=False)  # fmt: skip
+    assert (done.returncode == 0) is ok, done.stdout + done.stderr
+
+
+def test_verify_at_a_time_outside_the_calendar_is_bad_input(
+    devid: Callable[..., Any], tmp_path: Path
+) -> None:
+    folder = _chain_with_constraints(tmp_path, x509.Name([]), [x509.DNSName("a.example.com")])
+    for at in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+        result = devid("cert", "verify", folder / "leaf.pem", "--ca-bundle", folder / "root.pem",
+                       "--untrusted", folder / "inter.pem", "--at", at)  # fmt: skip
+        assert result.code == 2 and "outside the years" in one_error_line(result)
+
+
+def test_issuing_checks_the_subject_email_too(
+    devid: Callable[..., Any],
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    make_ca: Callable[..., Path],
+) -> None:
+    make_ca("mail", "permit:email:example.com")
+    csr = tmp_path / "m.csr"
+    ok_json(devid, "csr", "create", "--key", str(key_file("ec-p256")), "--subject",
+            "CN=m,emailAddress=a@evil.com", "--out", str(csr))  # fmt: skip
+    out = tmp_path / "m.pem"
+    before = inventory_counts(pki_home)
+    _refused(_issue(devid, "mail", csr, out, "--profile", "client"), pki_home, out, before,
+             "the subject's email:a@evil.com is not in the permitted subtrees")  # fmt: skip
