@@ -183,7 +183,7 @@ def list_(
 ) -> None:
     """List recorded certificates, soonest expiry first."""
     now = utcnow()
-    horizon = now + parse_duration(expiring_within) if expiring_within else None
+    horizon = now + parse_duration(expiring_within) if expiring_within is not None else None
     query = CertQuery(
         ca=ca_name,
         statuses=tuple(Status(s) for s in statuses),

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from devid.cli._common import emit, examples, json_option, passphrase_file_option
 from devid.cli._pki import key_loader, store_from, store_option
 from devid.durations import MAX_DAYS
-from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
+from devid.fsutil import PUBLIC_MODE, refuse_existing, refuse_unwritable, write_atomic
 from devid.pki.ca import load_ca
 from devid.pki.crl import DEFAULT_CRL_DAYS, generate_crl
 
@@ -58,6 +58,7 @@ def generate(
 ) -> None:
     """Sign a CRL listing every certificate the CA revoked; its CRL number grows each time."""
     refuse_existing(out, force=force)
+    refuse_unwritable(out)  # before the CRL number is used up in the inventory
     authority = load_ca(ca_name)
     with store_from(store_url) as store:
         result = generate_crl(authority, store=store, days=days, loader=key_loader(passphrase_file))

@@ -332,3 +332,20 @@ def test_an_incomplete_ca_folder_is_named_and_the_others_still_listed(
         assert result.code == 3, result.err
         assert "CA folder" in one_error_line(result) and missing in result.err
     assert not crl.exists()
+
+
+def test_an_empty_expiring_within_is_bad_input(devid: Callable[..., Any], issuing: str) -> None:
+    result = devid("cert", "list", "--expiring-within", "")
+    assert result.code == 2 and "bad duration" in one_error_line(result)
+
+
+def test_a_crl_that_cannot_be_written_uses_no_crl_number(
+    devid: Callable[..., Any], pki_home: Path, tmp_path: Path, issuing: str
+) -> None:
+    first = ok_json(devid, "crl", "generate", "--ca", "issuing", "--out", str(tmp_path / "1.crl"))
+    before = inventory_counts(pki_home)
+    failed = devid("crl", "generate", "--ca", "issuing", "--out", tmp_path / "no" / "2.crl")
+    assert failed.code == 2 and "no such folder" in one_error_line(failed)
+    assert inventory_counts(pki_home) == before
+    second = ok_json(devid, "crl", "generate", "--ca", "issuing", "--out", str(tmp_path / "2.crl"))
+    assert second["number"] == first["number"] + 1
