@@ -232,13 +232,14 @@ def revoke_(target: str, ca_name: str, reason: str, store_url: str | None, as_js
             raise BadInput(f"{target!r} is neither a certificate file nor a hex serial") from None
         with store_from(store_url) as store:
             done = revoke(authority, serial, store=store, reason=flag)
+    reason = done.reason.replace("_", "-")  # as --reason takes it
     data = {
         "serial": done.serial,
         "ca": done.ca,
-        "reason": done.reason,
+        "reason": reason,
         "revoked_at": done.revoked_at.isoformat(),
     }
-    emit(data, as_json=as_json, text=f"revoked {done.serial} ({done.reason})")
+    emit(data, as_json=as_json, text=f"revoked {done.serial} ({reason})")
 
 
 @cert.command("verify")

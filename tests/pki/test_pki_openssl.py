@@ -123,9 +123,10 @@ def test_openssl_crl_verify_lists_the_revoked_serial(
     root_pem, issuing_pem = make_pki(devid, key_file("ec-p256"), token_ref("rsa-2048"))
     revoked = _issue_device(devid, tmp_path, str(key_file("ec-p256")), "dev-r")
     kept = _issue_device(devid, tmp_path, str(key_file("ec-p256")), "dev-k")
-    ok_json(
+    done_revoke = ok_json(
         devid, "cert", "revoke", revoked["path"], "--ca", "issuing", "--reason", "key-compromise"
     )
+    assert done_revoke["reason"] == "key-compromise"  # spelled as --reason takes it
     crl = tmp_path / "issuing.crl"
     info = ok_json(devid, "crl", "generate", "--ca", "issuing", "--out", str(crl))
     assert info["revoked"] == 1
