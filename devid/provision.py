@@ -221,7 +221,9 @@ def _prepare(run: Run, device_id: str) -> ProvisionResult | _Pending:
 def _device_key(run: Run, device_id: str) -> hsm.TokenPrivateKey:
     label = key_label(device_id)
     try:
-        return hsm.generate_keypair(run.token, run.options.key_type.token_spec(), label=label)
+        return hsm.generate_keypair(
+            run.token, run.options.key_type.token_spec(), label=label, drop_lone_public=True
+        )
     except KeyExists:
         return _left_over_key(run, device_id, label)
 

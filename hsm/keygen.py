@@ -120,36 +120,46 @@ def generate_keypair(
     label: str,
     replace: bool = False,
     decrypt: bool = False,
+    drop_lone_public: bool = False,
 ) -> TokenPrivateKey:
     """Generate a non-extractable key pair labelled *label* on the token *uri* names.
 
     A label already on the token is refused (:class:`~hsm.errors.KeyExists`) unless
     *replace* is true, in which case the old objects (by their ``CKA_ID``) are destroyed
     once the new pair exists, so a failed generation keeps the old key. *decrypt* also
-    allows RSA PKCS#1 v1.5 decryption (EC2 Windows passwords).
+    allows RSA PKCS#1 v1.5 decryption (EC2 Windows passwords). *drop_lone_public* removes,
+    once the new pair exists, public keys with the label but no private key: what a
+    generation killed half-way leaves (SoftHSM writes the public key first); for labels
+    the caller owns, such as provisioning's ``device-<id>``.
     """
     with TOKEN_LOCK:  # atomic: a module refresh in between would stale the session
-        return _generate_keypair(uri, spec, label=label, replace=replace, decrypt=decrypt)
+        return _generate_keypair(
+            uri, spec, label=label, replace=replace, decrypt=decrypt, lone=drop_lone_public
+        )
 
 
 def _generate_keypair(
-    uri: Pkcs11Uri, spec: TokenKeySpec, *, label: str, replace: bool, decrypt: bool
+    uri: Pkcs11Uri, spec: TokenKeySpec, *, label: str, replace: bool, decrypt: bool, lone: bool
 ) -> TokenPrivateKey:
     session = session_for(uri)
     token = find_token(uri)
     by_label = uri.with_(object_label=label, id=None, type=None)
     with TOKEN_LOCK:
-        existing = list(session.get_objects(search_template(by_label, ObjectClass.PRIVATE_KEY)))
-    if existing and not replace:
+        try:
+            labelled = [
+                (obj.object_class, bytes(obj[Attribute.ID] or b""))
+                for obj in session.get_objects({Attribute.LABEL: label})  # one search, all classes
+            ]
+        except px.PKCS11Error as exc:
+            raise translate(exc, f"looking for objects labelled {label!r}") from exc
+    old_ids = {key_id for cls, key_id in labelled if cls == ObjectClass.PRIVATE_KEY}
+    if old_ids and not replace:
         raise KeyExists(
             f"a key labelled {label!r} is already on token {token.label!r}; "
             "choose another label or pass --force to replace it"
         )
-    with TOKEN_LOCK:
-        try:
-            old_ids = {bytes(obj[Attribute.ID] or b"") for obj in existing}
-        except px.PKCS11Error as exc:
-            raise translate(exc, f"reading the id of key {label!r}") from exc
+    if lone and not old_ids:
+        old_ids = {key_id for cls, key_id in labelled if cls == ObjectClass.PUBLIC_KEY}
     key_id = os.urandom(16)
     pub, priv = _templates(label, key_id, decrypt=decrypt)
     with TOKEN_LOCK:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import TEST_PIN, TOKEN_LABEL, DevicePki, run_tool, softhsm_module, unique
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from provision_support import (
     cert_public_key_der,
     certificate_rows,
@@ -170,3 +172,27 @@ def test_a_recorded_device_whose_key_is_gone_is_not_issued_again(
     assert "its key is not on the token" in one_error_line(result)
     assert len(certificate_rows(pki_home, device_id)) == 1
     assert token_objects(f"device-{device_id}") == []
+
+
+def test_a_lone_public_key_left_by_a_killed_generation_is_removed(
+    devid: Callable[..., Any], device_pki: DevicePki, pki_home: Path, tmp_path: Path
+) -> None:
+    # SoftHSM writes the public key first: a kill in between leaves it alone under the
+    # device's label; provisioning must not leave a second public key beside the new pair
+    device_id = unique("dev")
+    stray = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = tmp_path / "stray.der"
+    der.write_bytes(
+        stray.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    run_tool("pkcs11-tool", "--module", softhsm_module(), "--token-label", TOKEN_LABEL, "--login",
+             "--pin", TEST_PIN, "--write-object", str(der), "--type", "pubkey",
+             "--label", f"device-{device_id}", "--id", "99")  # fmt: skip
+    result = _provision(devid, device_pki, device_id)
+    objects = token_objects(f"device-{device_id}")
+    assert sorted(o["class"] for o in objects) == ["Certificate", "Private Key", "Public Key"]
+    key_id = next(o["ID"] for o in objects if o["class"] == "Public Key")
+    assert key_id != "99"
+    assert token_public_key_der(key_id) == cert_public_key_der(Path(result["certificate_path"]))
