@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
@@ -449,9 +450,18 @@ def _fixed(text: str) -> Callable[[str, Context, bool], str]:
     return lambda _detail, context, _leaf: text.format(c=context)
 
 
+def _depth_reason(context: Context) -> str:
+    if len({c.fingerprint(_SHA256) for c in context.pool.certs}) <= context.depth:
+        # too few intermediates for a path that long: the search went round a loop
+        return "no path to a trusted root: the intermediates only lead round in a loop"
+    return f"no path to a trusted root within {context.depth} intermediates"
+
+
 def _validator_reason(detail: str, _context: Context, _leaf: bool) -> str:
     return detail.split("ValueError: ", 1)[-1].split(" (encountered", 1)[0]
 
+
+_SHA256 = hashes.SHA256()
 
 _RULES: tuple[tuple[str, Callable[[str, Context, bool], str]], ...] = (
     (
@@ -493,7 +503,7 @@ _RULES: tuple[tuple[str, Callable[[str, Context, bool], str]], ...] = (
         "signature does not match",
         _fixed("no path to a trusted root: an issuer's signature does not verify"),
     ),
-    ("exceeds max depth", _fixed("no path to a trusted root within {c.depth} intermediates")),
+    ("exceeds max depth", lambda _detail, c, _leaf: _depth_reason(c)),
     ("no interior errors", _fixed("no path to a trusted root")),
     ("Forbidden", _fixed("key or signature algorithm not allowed")),
     ("too weak", _fixed("an issuer's key is too weak")),

@@ -164,6 +164,29 @@ def test_a_big_mesh_with_decoys_returns_a_verdict() -> None:
             assert result.reason.startswith(("search limit reached", "no path to a trusted root"))
 
 
+def test_two_cas_signing_each_other_are_named_a_loop_not_a_depth_limit() -> None:
+    # A is issued by B and B by A, with no way to a trusted root: cryptography runs into
+    # its depth limit going round; the reason says what is wrong
+    key_a, key_b = new_key(), new_key()
+    name_holder = make(Spec("B", ca=True, aki=False), key=key_b)
+    a = ca("A", name_holder, key=key_a)
+    b = make(Spec("B", ca=True), issuer=a, key=key_b)
+    leaf = device(a)
+    result = verify_chain(leaf.cert, roots=[root("Trusted").cert], intermediates=[a.cert, b.cert])
+    assert not result.ok
+    assert result.reason.startswith("no path to a trusted root: the intermediates only lead")
+    # a genuinely long chain beyond --max-depth keeps the depth reason
+    r = root()
+    chain = [ca("L0", r)]
+    for n in range(1, 4):
+        chain.append(ca(f"L{n}", chain[-1]))
+    deep = device(chain[-1])
+    result = verify_chain(
+        deep.cert, roots=[r.cert], intermediates=[c.cert for c in chain], max_depth=2
+    )
+    assert not result.ok and "within 2 intermediates" in result.reason, result.reason
+
+
 # --- the deadline worker ----------------------------------------------------------------------
 
 
