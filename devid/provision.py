@@ -154,8 +154,7 @@ class Run:
         """DER public keys of every CA in the inventory (a device must never reuse one)."""
         if self._ca_publics is None:
             self._ca_publics = {
-                _spki(x509.load_pem_x509_certificate(r.pem.encode()).public_key())
-                for r in self.store.list_cas()
+                _spki(certs.record_certificate(r).public_key()) for r in self.store.list_cas()
             } | {_spki(c.public_key()) for c in self.ca.chain}
         return self._ca_publics
 
@@ -251,13 +250,9 @@ def _left_over_key(run: Run, device_id: str, label: str) -> hsm.TokenPrivateKey:
     revoked = run.store.find_certificates(
         CertQuery(device_id=device_id, statuses=(Status.REVOKED,))
     )
-    if any(_spki(_cert(r).public_key()) == public for r in revoked):
+    if any(_spki(certs.record_certificate(r).public_key()) == public for r in revoked):
         raise Conflict(f"the key labelled {label!r} belongs to a revoked certificate", hint=hint)
     return key
-
-
-def _cert(record: CertRecord) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(record.pem.encode())
 
 
 def _recorded_key(run: Run, record: CertRecord) -> hsm.TokenPrivateKey:
@@ -276,7 +271,7 @@ def _recorded_key(run: Run, record: CertRecord) -> hsm.TokenPrivateKey:
             f"but its key is not on the token ({uri})",
             hint=hint,
         ) from exc
-    if key.public_key() != _cert(record).public_key():
+    if key.public_key() != certs.record_certificate(record).public_key():
         raise Conflict(
             f"device {device_id} has certificate {record.serial} recorded for another key "
             f"than {key.reference}",
@@ -297,7 +292,7 @@ def _already_done(run: Run, record: CertRecord) -> ProvisionResult:
     """A done device: nothing is issued; missing or damaged files (a ``cert.pem`` that no
     longer holds the recorded certificate) and a missing token object are restored."""
     key = _recorded_key(run, record)
-    cert = _cert(record)
+    cert = certs.record_certificate(record)
     device_id = record.device_id or ""
     files = DeviceFiles(Path(record.path).parent) if record.path else run.files(device_id)
     ours = record.path is not None and Path(record.path).name == CERT_FILE

@@ -220,7 +220,7 @@ def _check_still_installed(record: CertRecord, path: Path) -> None:
         raise CheckFailed(
             f"{path} no longer holds a readable certificate ({exc}); devid will not replace it"
         ) from exc
-    recorded = x509.load_pem_x509_certificate(record.pem.encode())
+    recorded = certs.record_certificate(record)
     if current != recorded:  # cryptography compares the DER
         raise CheckFailed(
             f"{path} holds certificate {certs.serial_hex(current.serial_number)}, not "
@@ -337,7 +337,7 @@ def run_exec(
 
 def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAction:
     ca, ca_key = ctx.ca(record.ca)
-    old_cert = x509.load_pem_x509_certificate(record.pem.encode())
+    old_cert = certs.record_certificate(record)
     if ca.certificate.not_valid_after_utc <= record.not_after:
         raise CheckFailed(
             f"CA {ca.name!r} expires {ca.certificate.not_valid_after_utc:%Y-%m-%d}, no later "
@@ -380,7 +380,7 @@ def _issue(
     key_ref: str,
     undo: Undo,
 ) -> Issued:
-    old = x509.load_pem_x509_certificate(record.pem.encode())
+    old = certs.record_certificate(record)
     csr = build_csr(key, old.subject, sans=certs.sans_of(old))
     request = IssueRequest(
         csr=csr,

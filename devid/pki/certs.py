@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from devid.errors import BadInput
 from devid.fsutil import read_input
 from devid.pki.names import general_name_text
-from devid.store import CertRecord
+from devid.store import CaRecord, CertRecord
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 _SERIAL = re.compile(r"(?:0x|serial=)?([0-9a-f]+)", re.IGNORECASE)
@@ -59,13 +58,6 @@ def read_csr(path: str | Path) -> x509.CertificateSigningRequest:
 
 def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def pem_of_der(der: bytes) -> str:
-    """The PEM of a DER certificate, as ``pem()`` writes it (RFC 7468: 64-column base64)."""
-    text = base64.b64encode(der).decode()
-    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
-    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
 
 def sha256_hex(cert: x509.Certificate) -> str:
@@ -121,6 +113,11 @@ def sans_of(cert: x509.Certificate | x509.CertificateSigningRequest) -> list[x50
         return []
 
 
+def record_certificate(record: CertRecord | CaRecord) -> x509.Certificate:
+    """The certificate an inventory row (a certificate's or a CA's) holds."""
+    return x509.load_pem_x509_certificate(record.pem.encode())
+
+
 def certificate_record(
     cert: x509.Certificate,
     *,
@@ -133,11 +130,9 @@ def certificate_record(
 
     *sans*, when the caller just signed *cert* from them, saves parsing them back out of
     the certificate (the largest non-crypto cost of batch issuance, bench/RESULTS.md).
-    The DER is encoded once, for the fingerprint and the PEM.
     *extra* may give ``key_ref``, ``device_id``, ``path`` and ``replaces``.
     """
-    der = cert.public_bytes(serialization.Encoding.DER)
-    digest = hashlib.sha256(der).hexdigest()
+    digest = sha256_hex(cert)
     return CertRecord(
         serial=serial_hex(cert.serial_number),
         ca=ca,
@@ -146,7 +141,7 @@ def certificate_record(
         not_after=cert.not_valid_after_utc,
         fingerprint=colon_fingerprint(digest),
         aws_iot_id=digest,
-        pem=pem_of_der(der),
+        pem=pem(cert).decode(),
         sans=tuple(general_name_text(n) for n in (sans_of(cert) if sans is None else sans)),
         profile=profile,
         key_ref=extra.get("key_ref"),
