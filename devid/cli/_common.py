@@ -147,8 +147,7 @@ def public_key_of(ref: str, passphrase_file: str | None = None) -> PublicKey:
     try:
         return parse_public_key(data, where=ref)
     except PassphraseRequired:
-        given, ask = _passphrases(ref, passphrase_file)
-        return open_private_key(data, where=ref, passphrase=given, ask_passphrase=ask).public_key()
+        return _open_private(data, ref, passphrase_file).public_key()
 
 
 def key_of(ref: str, passphrase_file: str | None = None) -> PrivateKey | PublicKey:
@@ -159,6 +158,11 @@ def key_of(ref: str, passphrase_file: str | None = None) -> PrivateKey | PublicK
     data = read_input(ref, what="key file")
     if not looks_private(data):
         return parse_public_key(data, where=ref)
+    return _open_private(data, ref, passphrase_file)
+
+
+def _open_private(data: bytes, ref: str, passphrase_file: str | None) -> PrivateKey:
+    """The private key in *data* (read from *ref*), with :func:`load_key_ref`'s passphrases."""
     given, ask = _passphrases(ref, passphrase_file)
     return open_private_key(data, where=ref, passphrase=given, ask_passphrase=ask)
 

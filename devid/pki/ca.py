@@ -146,24 +146,19 @@ def load_ca(name: str) -> CertificateAuthority:
     directory = cas_dir() / check_ca_name(name)
     if not (directory / "ca.pem").is_file():
         raise NotFound(f"unknown CA {name!r}", hint="'devid ca list' shows the CAs")
-    config_path = directory / "config.toml"
-    config = CaConfig.from_toml(
-        _ca_file(directory, "config.toml").decode(errors="replace"), where=str(config_path)
-    )
+    config_text = _ca_file(directory, "config.toml").decode(errors="replace")
     return CertificateAuthority(
         name=name,
         directory=directory,
-        certificate=certs.load_certificates(
-            _ca_file(directory, "ca.pem"), where=str(directory / "ca.pem")
-        )[0],
-        chain=tuple(
-            certs.load_certificates(
-                _ca_file(directory, "chain.pem"), where=str(directory / "chain.pem")
-            )
-        ),
+        certificate=_ca_certificates(directory, "ca.pem")[0],
+        chain=tuple(_ca_certificates(directory, "chain.pem")),
         key_ref=_ca_file(directory, "key.ref").decode(errors="replace").strip(),
-        config=config,
+        config=CaConfig.from_toml(config_text, where=str(directory / "config.toml")),
     )
+
+
+def _ca_certificates(directory: Path, name: str) -> list[x509.Certificate]:
+    return certs.load_certificates(_ca_file(directory, name), where=str(directory / name))
 
 
 def _ca_file(directory: Path, name: str) -> bytes:
