@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from cryptography import x509
 from pki_support import inventory_counts, ok_json
 from pki_workers import issue_repeatedly
 
+from devid.errors import EnvironmentProblem
 from devid.keys import KeyType
 from devid.pki.ca import CaRequest, init_ca, load_ca
 from devid.pki.certs import load_csr, serial_hex
 from devid.pki.csr import build_csr, csr_pem
 from devid.pki.issue import IssueRequest, issue, issue_many
 from devid.pki.profiles import PROFILES
-from devid.store import CertQuery, Status, open_store
+from devid.store import CertQuery, Event, SqliteStore, Status, open_store
 
 
 def _software_ca(key_file: Callable[[str], Path], name: str = "fast") -> Any:
@@ -221,6 +223,48 @@ def test_inventory_indexes_and_wal(pki_home: Path, key_file: Callable[[str], Pat
         )  # fmt: skip
     assert "certificates_not_after" in indexes and "certificates_ca_status" in indexes
     assert "certificates_not_after" in plan
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another writer: a connection in the middle of a write transaction on *path*."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO events (at, kind, detail) VALUES ('2026-01-01', 'other', '{}')")
+    return other
+
+
+def test_a_writer_waits_for_another_and_then_writes(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.sqlite"
+    store = SqliteStore(path, timeout=30)
+    other = _hold_write_lock(path)
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    try:
+        store.add_events([Event("mine")])  # queues behind the other writer, then writes
+    finally:
+        release.join()
+        other.close()
+    assert [e.kind for e in store.events()] == ["other", "mine"]
+    assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000  # restored
+
+
+def test_a_writer_gives_up_after_the_timeout_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.sqlite"
+    store = SqliteStore(path, timeout=0.2)
+    other = _hold_write_lock(path)
+    try:
+        with pytest.raises(EnvironmentProblem) as failed:
+            store.add_events([Event("mine")])
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert str(failed.value) == (
+        f"inventory {path}: database is locked (waited 0.2 s for another writer)"
+    )
+    # nothing left half-open: the store writes again once the lock is free
+    assert store._db.execute("PRAGMA busy_timeout").fetchone()[0] == 200
+    store.add_events([Event("mine")])
+    assert [e.kind for e in store.events()] == ["other", "mine"]
 
 
 def test_expired_ca_made_through_the_api_refuses_to_issue(
