@@ -41,7 +41,14 @@ def refuse_unwritable(path: Path) -> None:
         raise BadInput(f"cannot write {path}: the folder {folder} is not writable")
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bool = False) -> Path:
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = PRIVATE_MODE,
+    force: bool = False,
+    owner: tuple[int, int] | None = None,
+) -> Path:
     """Write *data* to *path* so that readers see the old file or the whole new one.
 
     Refuses an existing *path* unless *force* (see :func:`place_atomic`); OS errors become
@@ -50,7 +57,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bo
     path = Path(path)
     refuse_existing(path, force=force)
     try:
-        place_atomic(path, data, mode=mode, replace=force)
+        place_atomic(path, data, mode=mode, replace=force, owner=owner)
     except FileExistsError as exc:
         raise Conflict(f"{path} exists; pass --force to overwrite it") from exc
     except OSError as exc:
@@ -58,14 +65,17 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PRIVATE_MODE, force: bo
     return path
 
 
-def place_atomic(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
+def place_atomic(
+    path: Path, data: bytes, *, mode: int, replace: bool, owner: tuple[int, int] | None = None
+) -> None:
     """Put *data* at *path* atomically; OS errors propagate to the caller.
 
     The temporary file is created with mode 0600 in the target directory, synced, given
-    *mode* and then linked into place: ``os.link`` when *replace* is false (fails with
-    FileExistsError if *path* appeared in the meantime, so nothing is ever overwritten by a
-    race), ``os.replace`` when it is true; then the directory is synced. The temporary file
-    never outlives a failure, an interrupt (Ctrl-C) included.
+    *mode* (and *owner*, a uid and gid, when given) and then linked into place:
+    ``os.link`` when *replace* is false (fails with FileExistsError if *path* appeared in
+    the meantime, so nothing is ever overwritten by a race), ``os.replace`` when it is true;
+    then the directory is synced. The temporary file never outlives a failure, an interrupt
+    (Ctrl-C, SIGTERM) included.
     """
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -75,6 +85,8 @@ def place_atomic(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if owner is not None and owner != _owner_of(tmp):
+            os.chown(tmp, *owner)  # before the mode: chown may clear set-id bits
         os.chmod(tmp, mode)
         if replace:
             os.replace(tmp, path)
@@ -85,6 +97,11 @@ def place_atomic(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+
+
+def _owner_of(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_uid, st.st_gid
 
 
 def read_input(path: str | Path, *, what: str = "file", limit: int = INPUT_LIMIT) -> bytes:

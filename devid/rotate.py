@@ -43,7 +43,14 @@ from cryptography import x509
 
 import hsm
 from devid.durations import Threshold, utcnow
-from devid.errors import BadInput, CheckFailed, Conflict, DevidError, EnvironmentProblem
+from devid.errors import (
+    BadInput,
+    CheckFailed,
+    Conflict,
+    DevidError,
+    EnvironmentProblem,
+    NotFound,
+)
 from devid.fsutil import write_atomic
 from devid.keys import KeyType, PrivateKey, is_token_ref
 from devid.loading import load_signing_key
@@ -71,7 +78,12 @@ Undo = list[Callable[[], object]]
 class Outcome(enum.Enum):
     RENEWED = "renewed"
     WOULD_RENEW = "would-renew"
+    SKIPPED = "skipped"  # another run renewed (or revoked) it first: nothing to do
     FAILED = "failed"
+
+
+class _RenewedMeanwhile(Conflict):
+    """Another run renewed or revoked the certificate while this one was renewing it."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,12 @@ def due_certificates(
     store: Store, threshold: Threshold, *, at: dt.datetime, ca: str | None = None
 ) -> list[tuple[CertRecord, dt.datetime]]:
     """Current end-entity certificates due at *at* (CA certificates are not renewed here)."""
-    horizon = at + threshold.span if threshold.span is not None else None
+    horizon = None
+    if threshold.span is not None:
+        try:
+            horizon = at + threshold.span
+        except OverflowError:  # past year 9999: every notAfter is before it
+            horizon = dt.datetime.max.replace(tzinfo=dt.UTC)
     query = CertQuery(ca=ca, statuses=(Status.ISSUED,), not_after_before=horizon)
     due = []
     for record in store.find_certificates(query):
@@ -233,8 +250,13 @@ def _lifetime_days(record: CertRecord) -> int:
     return max(1, round((record.not_after - record.not_before) / dt.timedelta(days=1)))
 
 
-def _new_token_key(old: hsm.TokenPrivateKey) -> hsm.TokenPrivateKey:
-    """A new key of the old one's type on its token, labelled ``<label>-r<N>``."""
+def _new_token_key(old: hsm.TokenPrivateKey, made: list[hsm.Pkcs11Uri]) -> hsm.TokenPrivateKey:
+    """A new key of the old one's type on its token, labelled ``<label>-r<N>``.
+
+    Before generating under a free label its URI goes into *made*: if the generation is
+    interrupted (Ctrl-C, SIGTERM) after the token made the key but before it was returned,
+    the caller still knows which key to delete.
+    """
     key_type = KeyType.of(old)
     if key_type is None:
         raise BadInput(f"cannot make a new key like {old.reference}")
@@ -243,10 +265,14 @@ def _new_token_key(old: hsm.TokenPrivateKey) -> hsm.TokenPrivateKey:
     base, first = (match["base"], int(match["n"]) + 1) if match else (label, 2)
     token = old.handle.uri.with_(object_label=None, id=None, type=None)
     for n in range(first, first + 1000):
+        uri = token.with_(object_label=f"{base}-r{n}")
+        if hsm.list_keys(uri):
+            continue  # taken: never record (and so never delete) a key this run did not make
+        made.append(uri)
         try:
             return hsm.generate_keypair(token, key_type.token_spec(), label=f"{base}-r{n}")
-        except KeyExists:
-            continue
+        except KeyExists:  # another run took the label just now
+            made.remove(uri)
     raise EnvironmentProblem(f"no free label {base}-r<N> on the token")
 
 
@@ -258,13 +284,21 @@ def _file_content(path: Path, cert: x509.Certificate, ca: CertificateAuthority) 
 
 
 def _replace_file(path: Path, data: bytes, undo: Undo) -> None:
-    old = path.read_bytes() if path.is_file() else None
-    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
-    write_atomic(path, data, mode=mode, force=True)
-    if old is None:
-        undo.append(lambda: path.unlink(missing_ok=True))
+    """Replace the file at *path* (through a symlink: the link keeps pointing at the
+    certificate), keeping its mode, owner and group: a service reading it as another user
+    must still be able to after a root cron job renewed it."""
+    target = path.resolve() if path.is_symlink() else path
+    if target.is_file():
+        st = target.stat()
+        old: bytes | None = target.read_bytes()
+        mode, owner = st.st_mode & 0o777, (st.st_uid, st.st_gid)
     else:
-        undo.append(lambda: write_atomic(path, old, mode=mode, force=True))
+        old, mode, owner = None, 0o644, None
+    write_atomic(target, data, mode=mode, force=True, owner=owner)
+    if old is None:
+        undo.append(lambda: target.unlink(missing_ok=True))
+    else:
+        undo.append(lambda: write_atomic(target, old, mode=mode, force=True, owner=owner))
 
 
 def _install(
@@ -347,18 +381,19 @@ def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> Rotation
     key = ctx.loader(record.key_ref)
     if key.public_key() != old_cert.public_key():
         raise CheckFailed(f"the key {record.key_ref} no longer matches certificate {record.serial}")
-    new_key = (
-        _new_token_key(key) if ctx.options.rekey and isinstance(key, hsm.TokenPrivateKey) else key
-    )
-    new_ref = getattr(new_key, "reference", record.key_ref)
     undo: Undo = []
+    made: list[hsm.Pkcs11Uri] = []  # a new key's URI, from just before it is generated
+    new_key: PrivateKey = key
     try:
+        if ctx.options.rekey and isinstance(key, hsm.TokenPrivateKey):
+            new_key = _new_token_key(key, made)
+        new_ref = getattr(new_key, "reference", record.key_ref)
         issued = _issue(ctx, record, ca, ca_key, new_key, new_ref, undo)
-    except BaseException:
+    except BaseException:  # Ctrl-C and SIGTERM (devid.cli.Terminated) included
         _undo(undo)
-        if new_key is not key:
+        for uri in made:
             with contextlib.suppress(HsmError):
-                hsm.delete_key(new_ref)
+                hsm.delete_key(uri)
         raise
     return _action(
         Outcome.RENEWED,
@@ -396,7 +431,9 @@ def _issue(
         new = items[0]
         current = ctx.store.get_certificate(record.serial)
         if current is None or current.status is not Status.ISSUED:
-            raise Conflict(f"certificate {record.serial} was renewed or revoked meanwhile")
+            raise _RenewedMeanwhile(
+                f"certificate {record.serial} was renewed or revoked by another run meanwhile"
+            )
         ctx.store.set_status(record.serial, Status.SUPERSEDED)
         detail = {"replaces": record.serial, "rekey": key_ref != record.key_ref}
         ctx.store.add_event(
@@ -454,6 +491,8 @@ def _one(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAc
         if ctx.options.dry_run:
             return _action(Outcome.WOULD_RENEW, record, renew_at)
         action = _renew(ctx, record, renew_at)
+    except _RenewedMeanwhile as exc:  # the other run did the work: not a failure
+        return _action(Outcome.SKIPPED, record, renew_at, reason=str(exc))
     except (DevidError, HsmError) as exc:
         return _failed(record, renew_at, exc)
     return _after_exec(ctx, action)
@@ -479,6 +518,8 @@ def rotate(
     A failure renewing one certificate is reported in its action and the others go on.
     With ``jitter`` (and not ``dry_run``) first sleep a random time up to it.
     """
+    if options.ca is not None and store.get_ca(options.ca) is None:
+        raise NotFound(f"no CA {options.ca!r} in the inventory {store.url}")
     if options.jitter is not None and not options.dry_run:
         seconds = (rng or RANDOM)() * options.jitter.total_seconds()
         (sleep or SLEEP)(seconds)

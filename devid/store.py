@@ -162,17 +162,22 @@ def store_url(url: str | None = None) -> str:
     return url or os.environ.get("DEVID_STORE") or f"sqlite:///{devid_home() / DEFAULT_FILE}"
 
 
-def open_store(url: str | None = None) -> Store:
-    """The inventory at *url* (``sqlite:///abs/path``, ``sqlite:rel/path`` or a bare path)."""
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """The inventory at *url* (``sqlite:///abs/path``, ``sqlite:rel/path`` or a bare path).
+
+    Without *create*, a missing inventory is :class:`NotFound` instead of made empty: for
+    commands that only work on what is recorded (a mistyped ``DEVID_HOME`` in a cron job
+    must fail, not find nothing to do).
+    """
     resolved = store_url(url)
     scheme, sep, rest = resolved.partition(":")
     if not sep or "/" in scheme or len(scheme) == 1:  # a bare path (or C:\...)
-        return SqliteStore(Path(resolved))
+        return SqliteStore(Path(resolved), create=create)
     if scheme.lower() == "sqlite":
         rest = rest[2:] if rest.startswith("//") else rest
         if not rest:
             raise BadInput(f"store URL {resolved!r} names no file")
-        return SqliteStore(Path(rest))
+        return SqliteStore(Path(rest), create=create)
     raise BadInput(f"unsupported store URL scheme {scheme!r}; devid has a sqlite: backend")
 
 
@@ -237,11 +242,16 @@ _SELECT_CA = (
 class SqliteStore:
     """:class:`Store` on one SQLite file."""
 
-    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: Path, *, timeout: float = 60.0, create: bool = True) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
         self._depth = 0
         self._timeout = timeout
+        if not create and not path.is_file():
+            raise NotFound(
+                f"no inventory at {path}: nothing was issued with this DEVID_HOME "
+                "(or --store / DEVID_STORE)"
+            )
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None)

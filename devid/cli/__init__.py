@@ -4,12 +4,14 @@ Exit codes (DESIGN.md section 4): 0 success; 1 a check failed or a thing was not
 2 bad input or usage; 3 environment (module, token, PIN, network, AWS credentials);
 4 conflict (exists, duplicate, quota). Errors are one line on stderr, never a traceback
 (set ``DEVID_DEBUG=1`` to see one), and never contain the parsed arguments, which may
-hold secrets.
+hold secrets. SIGTERM (``systemctl stop``, ``timeout``, a cancelled CI job) unwinds like
+Ctrl-C — unfinished work is undone, transactions roll back — and exits 143.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +22,17 @@ from devid.errors import DevidError
 from hsm.errors import HsmError, one_line
 
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_ENV, EXIT_CONFLICT = 0, 1, 2, 3, 4
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that every ``except BaseException`` /
+    ``finally`` on the way out undoes what it would undo for Ctrl-C."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut the undo short
+    raise Terminated
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,7 +44,8 @@ def cli() -> None:
     live on PKCS#11 tokens. A key reference (--key, --ca-key) is a file path or a pkcs11:
     URI such as 'pkcs11:token=factory;object=device-key'.
 
-    Exit codes: 0 ok, 1 check failed or not found, 2 bad input, 3 environment, 4 conflict.
+    Exit codes: 0 ok, 1 check failed or not found, 2 bad input, 3 environment, 4 conflict;
+    143 stopped by SIGTERM (unfinished work undone).
     """
 
 
@@ -105,6 +119,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Terminated:
+        return _fail("terminated (SIGTERM); unfinished work was undone", EXIT_TERMINATED)
     except BrokenPipeError:
         return EXIT_OK
     except (SystemExit, GeneratorExit):
@@ -118,4 +134,5 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(run())

@@ -27,9 +27,9 @@ def store_option(func: F) -> F:
 
 
 @contextlib.contextmanager
-def store_from(url: str | None) -> Iterator[Store]:
-    """The inventory for one command, closed when it is done."""
-    store = open_store(url)
+def store_from(url: str | None, *, create: bool = True) -> Iterator[Store]:
+    """The inventory for one command, closed when it is done (see :func:`open_store`)."""
+    store = open_store(url, create=create)
     try:
         yield store
     finally:

@@ -20,6 +20,8 @@ def _text(action: RotationAction) -> str:
         return f"would renew {action.serial} ({who}), due since {action.renew_at:%Y-%m-%d %H:%M}Z"
     if action.outcome is Outcome.FAILED:
         return f"failed {action.serial} ({who}): {action.reason}"
+    if action.outcome is Outcome.SKIPPED:
+        return f"skipped {action.serial} ({who}): {action.reason}"
     line = f"renewed {action.serial} -> {action.new_serial} ({who})"
     if action.old_key_kept:
         line += f"; new key {action.new_key_ref}, old key kept: {action.old_key_kept}"
@@ -108,9 +110,11 @@ def rotate(
     output goes to stderr. --at changes only which certificates count as due; new
     certificates are always valid from now. A second run right after does nothing.
 
-    Exit codes: 0 every due certificate renewed (or none due); otherwise the code of the
-    first failure (1 check failed, 2 bad input, 3 environment or --exec failed), after
-    the others were still tried. --json prints the list of actions.
+    Exit codes: 0 every due certificate renewed (or none due, or skipped because another
+    run renewed it meanwhile); otherwise the code of the first failure (1 check failed,
+    2 bad input, 3 environment or --exec failed), after the others were still tried; 1 when
+    the inventory does not exist or --ca names no CA in it. --json prints the list of
+    actions ("renewed", "would-renew", "skipped", "failed").
 
     --iot: before a renewed certificate is installed anywhere, it is registered in AWS IoT
     (with its CA when the CA is registered), gets the old one's things and policies and is
@@ -130,7 +134,7 @@ def rotate(
         at=parse_instant(at_text) if at_text else None,
         jitter=parse_duration(jitter) if jitter else None,
     )
-    with store_from(store_url) as store:
+    with store_from(store_url, create=False) as store:
         in_aws = None
         if iot and not dry_run:
             from devid.aws import AwsOptions

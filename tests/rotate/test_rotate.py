@@ -7,7 +7,9 @@ still), so their certificates are due today and the renewed ones, valid from now
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -383,8 +385,10 @@ def test_a_certificate_renewed_by_another_run_meanwhile_is_not_renewed_twice(
         [action] = rotation.rotate(store, options)
     finally:
         store.close()
-    assert action.outcome is rotation.Outcome.FAILED and action.exit_code == 4
-    assert "renewed or revoked meanwhile" in (action.reason or "")
+    # the other run did the work: skipped, not a failure (a cron job's exit code stays 0)
+    assert action.outcome is rotation.Outcome.SKIPPED and action.exit_code == 0
+    assert "renewed or revoked by another run meanwhile" in (action.reason or "")
+    assert action.as_dict()["action"] == "skipped"
     assert [a.outcome for a in other] == [rotation.Outcome.RENEWED]
     rows = certificate_rows(pki_home, device.device_id)
     assert sorted(r["status"] for r in rows) == ["issued", "superseded"]
@@ -469,3 +473,148 @@ def test_issuing_over_a_recorded_file_supersedes_its_old_certificate(
     key_public = run_tool("openssl", "pkey", "-in", str(new_key), "-pubout", "-outform",
                           "DER").stdout  # fmt: skip
     assert cert_public_key_der(svc) == key_public
+
+
+def test_sigterm_in_the_middle_of_a_renewal_undoes_it(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # systemctl stop / timeout / a cancelled CI job: SIGTERM lands after the new certificate
+    # was written to the device's files but before the inventory committed it
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    folder = device.certificate_path.parent
+    files_before = _contents(folder)
+    rows_before = certificate_rows(pki_home, device.device_id)
+    objects_before = token_objects(f"device-{device.device_id}")
+    code = (
+        "import os, signal, sys, time\n"
+        "import devid.rotate as rotation\n"
+        "real = rotation._install\n"
+        "def install(*args):\n"
+        "    real(*args)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "rotation._install = install\n"
+        "sys.argv = ['devid', 'rotate', '--before', '30d', '--rekey']\n"
+        "from devid.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 143, done.stderr
+    assert done.stderr == "devid: error: terminated (SIGTERM); unfinished work was undone\n"
+    assert _contents(folder) == files_before  # the old certificate, no temporary files
+    assert certificate_rows(pki_home, device.device_id) == rows_before
+    assert token_objects(f"device-{device.device_id}") == objects_before
+    assert token_objects(f"device-{device.device_id}-r2") == []  # the new key is gone
+    # nothing is stuck: the next run renews it
+    [action] = ok_json(devid, "rotate", "--before", "30d")
+    assert action["action"] == "renewed"
+    assert openssl_serial(device.certificate_path) == action["new_serial"]
+
+
+def test_an_interrupt_while_the_new_key_is_made_leaves_no_key_behind(
+    device_pki: DevicePki, pki_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devid.durations import parse_threshold
+    from devid.store import open_store
+
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    real = rotation.hsm.generate_keypair
+
+    def interrupted(*args: Any, **kw: Any) -> Any:
+        real(*args, **kw)  # the token made the key; Ctrl-C lands before it is returned
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rotation.hsm, "generate_keypair", interrupted)
+    store = open_store()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rotation.rotate(store, rotation.RotationOptions(parse_threshold("30d"), rekey=True))
+    finally:
+        store.close()
+    assert token_objects(f"device-{device.device_id}-r2") == []
+    assert openssl_serial(device.certificate_path) == device.serial
+
+
+def test_a_key_label_taken_by_someone_else_is_never_deleted(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    taken = f"device-{device.device_id}-r2"
+    made = devid("key", "generate", "ec-p256", "--token", device_pki.token, "--label", taken)
+    assert made.code == 0, made.err
+    before = token_objects(taken)
+
+    def fail(*_args: Any, **_kw: Any) -> int:
+        raise TokenFailure("storing the certificate: simulated failure")
+
+    monkeypatch.setattr(rotation, "store_certificate", fail)
+    assert devid("rotate", "--before", "30d", "--rekey").code == 3
+    assert token_objects(taken) == before  # someone else's -r2 is still there
+    assert token_objects(f"device-{device.device_id}-r3") == []  # this run's own is gone
+
+
+def test_a_renewed_file_keeps_its_owner_and_a_symlink_keeps_pointing_at_it(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("giving a file to another user needs root: run the suite as root (CI does)")
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    cert = device.certificate_path
+    os.chown(cert, 65534, 65534)  # nobody:nogroup, the service that reads it
+    os.chmod(cert, 0o640)
+    chain = cert.parent / "chain.pem"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "device-chain.pem"
+    target.write_bytes(chain.read_bytes())
+    chain.unlink()
+    chain.symlink_to(target)
+
+    [action] = ok_json(devid, "rotate", "--before", "30d")
+    st = cert.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o640)
+    assert openssl_serial(cert) == action["new_serial"]
+    assert chain.is_symlink() and chain.resolve() == target
+    assert openssl_serial(target) == action["new_serial"]  # the chain starts with the new one
+    assert [p.name for p in elsewhere.iterdir()] == ["device-chain.pem"]  # no temporary files
+
+
+def test_a_mistyped_inventory_or_ca_is_an_error_not_nothing_to_do(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+) -> None:
+    typo = tmp_path / "typo" / "inventory.sqlite"
+    result = devid("rotate", "--before", "33%", "--dry-run", "--store", f"sqlite://{typo}")
+    assert result.code == 1
+    assert f"no inventory at {typo}" in one_error_line(result)
+    assert not typo.parent.exists()  # a dry run creates nothing
+
+    result = devid("rotate", "--ca", "nosuch", "--before", "100%", "--jitter", "10m")
+    assert result.code == 1
+    assert "no CA 'nosuch' in the inventory" in one_error_line(result)
+
+
+def test_at_the_end_of_the_calendar_everything_is_due(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1)[0]
+    actions = ok_json(devid, "rotate", "--at", "9999-12-31", "--before", "30d", "--dry-run")
+    assert device.serial in [a["serial"] for a in actions]
+    assert {a["action"] for a in actions} == {"would-renew"}
