@@ -63,6 +63,42 @@ def test_a_failing_rotation_passes_its_exit_code_on(device_pki: DevicePki, pki_h
     assert result.stderr.endswith("devid-rotate: devid rotate failed with exit code 2\n")
 
 
+def test_under_crons_path_the_script_finds_devid_or_says_how(
+    device_pki: DevicePki, pki_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    home = tmp_path / "home"
+    home.mkdir()
+    passed_on = {k: v for k, v in os.environ.items() if k in ("SOFTHSM2_CONF", "DEVID_PKCS11_PIN")}
+    cron = {  # what cron gives a job: no DEVID, PATH=/usr/bin:/bin
+        **passed_on,
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "DEVID_HOME": str(pki_home),
+        "ROTATE_BEFORE": "30d",
+        "ROTATE_LOG": "stderr",
+    }
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", str(SCRIPT), "--dry-run"],
+            capture_output=True, text=True, env=cron, timeout=120, check=False,
+        )  # fmt: skip
+
+    if not Path("/usr/local/bin/devid").exists():
+        missing = run()
+        assert missing.returncode == 3
+        assert missing.stderr == (
+            "devid-rotate: cannot find the devid command (devid); set DEVID=/path/to/devid\n"
+        )
+    local_bin = home / ".local" / "bin"  # where `pip install --user` puts it
+    local_bin.mkdir(parents=True)
+    (local_bin / "devid").symlink_to(Path(sys.executable).parent / "devid")
+    found = run()
+    assert found.returncode == 0, found.stderr
+    assert f"devid-rotate: would renew {device.serial}" in found.stderr
+
+
 def test_systemd_accepts_the_service_and_timer(tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
