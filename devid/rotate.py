@@ -20,7 +20,9 @@ in the middle of a connection keeps working, and the action reports it so it can
 deleted later (``devid hsm delete``).
 
 ``at`` moves "now" for choosing what is due (planning, tests); new certificates are always
-issued from the real now. Every renewed certificate can run a reload command.
+issued from the real now. Every renewed certificate can run a reload command; when it
+fails the renewal stays, the failure is recorded, and the next run with a reload command runs
+it again for that certificate (``reloaded``) before renewing anything.
 """
 
 from __future__ import annotations
@@ -79,7 +81,14 @@ class Outcome(enum.Enum):
     RENEWED = "renewed"
     WOULD_RENEW = "would-renew"
     SKIPPED = "skipped"  # another run renewed (or revoked) it first: nothing to do
+    RELOADED = "reloaded"  # --exec failed after its renewal in an earlier run; ran again
+    WOULD_RELOAD = "would-reload"
     FAILED = "failed"
+
+
+#: Events recording a reload command that failed after a renewal, and its later success.
+RELOAD_FAILED = "cert.reload-failed"
+RELOADED = "cert.reloaded"
 
 
 class _RenewedMeanwhile(Conflict):
@@ -329,15 +338,16 @@ def _undo(undo: Undo) -> None:
             step()
 
 
-def _exec_env(action: RotationAction) -> dict[str, str]:
+def _exec_env(record: CertRecord) -> dict[str, str]:
+    """What --exec gets to know about the (new) certificate *record*."""
     return {
-        "DEVID_CERT_PATH": action.path or "",
-        "DEVID_SERIAL": action.new_serial or "",
-        "DEVID_OLD_SERIAL": action.serial,
-        "DEVID_DEVICE_ID": action.device_id or "",
-        "DEVID_KEY_REF": action.new_key_ref or action.key_ref or "",
-        "DEVID_CA": action.ca,
-        "DEVID_NOT_AFTER": action.new_not_after.isoformat() if action.new_not_after else "",
+        "DEVID_CERT_PATH": record.path or "",
+        "DEVID_SERIAL": record.serial,
+        "DEVID_OLD_SERIAL": record.replaces or "",
+        "DEVID_DEVICE_ID": record.device_id or "",
+        "DEVID_KEY_REF": record.key_ref or "",
+        "DEVID_CA": record.ca,
+        "DEVID_NOT_AFTER": record.not_after.isoformat(),
     }
 
 
@@ -369,7 +379,9 @@ def run_exec(
     return done.returncode
 
 
-def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAction:
+def _renew(
+    ctx: _Context, record: CertRecord, renew_at: dt.datetime
+) -> tuple[RotationAction, CertRecord]:
     ca, ca_key = ctx.ca(record.ca)
     old_cert = certs.record_certificate(record)
     if ca.certificate.not_valid_after_utc <= record.not_after:
@@ -395,7 +407,7 @@ def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> Rotation
             with contextlib.suppress(HsmError):
                 hsm.delete_key(uri)
         raise
-    return _action(
+    action = _action(
         Outcome.RENEWED,
         record,
         renew_at,
@@ -404,6 +416,7 @@ def _renew(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> Rotation
         new_key_ref=new_ref,
         old_key_kept=record.key_ref if new_key is not key else None,
     )
+    return action, issued.record
 
 
 def _issue(
@@ -468,17 +481,57 @@ def _failed(
     )
 
 
-def _after_exec(ctx: _Context, action: RotationAction) -> RotationAction:
+def _reload(ctx: _Context, record: CertRecord) -> tuple[int | None, str | None, int]:
+    """Run --exec for the certificate *record*: its return code (None when it could not
+    run), what went wrong and the exit code for it. A failure is recorded in the inventory,
+    so that the next run with --exec runs it again (the renewal itself is done)."""
+    command = ctx.options.exec_command
+    try:
+        code = run_exec(command, _exec_env(record), ctx.runner)
+    except EnvironmentProblem as exc:
+        code, reason, exit_code = None, str(exc), exc.exit_code
+    else:
+        if code == 0:
+            return 0, None, 0
+        reason, exit_code = f"--exec {command[0]} exited with {code}", 3
+    detail = {"command": command[0], "returncode": code}
+    ctx.store.add_event(Event(RELOAD_FAILED, ca=record.ca, serial=record.serial, detail=detail))
+    return code, f"{reason}; the next run with --exec runs it again", exit_code
+
+
+def _after_exec(ctx: _Context, action: RotationAction, new: CertRecord) -> RotationAction:
     if not ctx.options.exec_command:
         return action
-    try:
-        code = run_exec(ctx.options.exec_command, _exec_env(action), ctx.runner)
-    except EnvironmentProblem as exc:
-        return _replace(action, reason=str(exc), exit_code=exc.exit_code)
-    if code != 0:
-        reason = f"--exec {ctx.options.exec_command[0]} exited with {code}"
-        return _replace(action, reason=reason, exit_code=3, exec_returncode=code)
-    return _replace(action, exec_returncode=0)
+    code, reason, exit_code = _reload(ctx, new)
+    return _replace(action, reason=reason, exit_code=exit_code, exec_returncode=code)
+
+
+def pending_reloads(store: Store, ca: str | None = None) -> list[CertRecord]:
+    """Current certificates whose --exec failed after their renewal and has not run
+    successfully since, oldest first."""
+    done = {e.serial for e in store.events(kind=RELOADED, ca=ca)}
+    pending: dict[str, CertRecord] = {}
+    for event in store.events(kind=RELOAD_FAILED, ca=ca):
+        if event.serial is None or event.serial in done or event.serial in pending:
+            continue
+        record = store.get_certificate(event.serial)
+        if record is not None and record.status is Status.ISSUED:
+            pending[event.serial] = record
+    return list(pending.values())
+
+
+def _reload_again(ctx: _Context, record: CertRecord) -> RotationAction:
+    renew_at = ctx.options.threshold.renew_at(record.not_before, record.not_after)
+    if ctx.options.dry_run:
+        return _action(Outcome.WOULD_RELOAD, record, renew_at)
+    code, reason, exit_code = _reload(ctx, record)
+    if exit_code:
+        return _action(
+            Outcome.FAILED, record, renew_at, reason=reason, exit_code=exit_code,
+            exec_returncode=code,
+        )  # fmt: skip
+    ctx.store.add_event(Event(RELOADED, ca=record.ca, serial=record.serial))
+    return _action(Outcome.RELOADED, record, renew_at, exec_returncode=0)
 
 
 def _replace(action: RotationAction, **changes: Any) -> RotationAction:
@@ -490,12 +543,12 @@ def _one(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAc
         _precheck(record, ctx.options)
         if ctx.options.dry_run:
             return _action(Outcome.WOULD_RENEW, record, renew_at)
-        action = _renew(ctx, record, renew_at)
+        action, new = _renew(ctx, record, renew_at)
     except _RenewedMeanwhile as exc:  # the other run did the work: not a failure
         return _action(Outcome.SKIPPED, record, renew_at, reason=str(exc))
     except (DevidError, HsmError) as exc:
         return _failed(record, renew_at, exc)
-    return _after_exec(ctx, action)
+    return _after_exec(ctx, action, new)
 
 
 #: Called inside the inventory transaction, before the new certificate replaces the old one
@@ -525,7 +578,8 @@ def rotate(
         (sleep or SLEEP)(seconds)
     at = options.at or utcnow()
     ctx = _Context(store, options, loader or load_signing_key, runner, before_install)
-    return [
+    reloads = pending_reloads(store, options.ca) if options.exec_command else []
+    return [_reload_again(ctx, r) for r in reloads] + [
         _one(ctx, r, renew_at)
         for r, renew_at in due_certificates(store, options.threshold, at=at, ca=options.ca)
     ]

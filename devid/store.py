@@ -151,7 +151,9 @@ class Store(Protocol):
     def next_crl_number(self, ca: str) -> int: ...
     def add_event(self, event: Event) -> None: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
-    def events(self, *, ca: str | None = None, serial: str | None = None) -> list[Event]: ...
+    def events(
+        self, *, ca: str | None = None, serial: str | None = None, kind: str | None = None
+    ) -> list[Event]: ...
     def record_iot_registration(self, registration: IotRegistration) -> None: ...
     def iot_registrations(self, *, certificate_id: str | None = None) -> list[IotRegistration]: ...
     def close(self) -> None: ...
@@ -215,6 +217,7 @@ CREATE INDEX IF NOT EXISTS revocations_ca ON revocations(ca);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL, ca TEXT,
     serial TEXT, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 CREATE TABLE IF NOT EXISTS aws_iot (
     arn TEXT PRIMARY KEY, certificate_id TEXT NOT NULL, status TEXT NOT NULL,
     kind TEXT NOT NULL, ca TEXT, serial TEXT, mode TEXT, updated_at TEXT NOT NULL);
@@ -229,6 +232,7 @@ _SELECT_CERT = (
     "SELECT serial, ca, subject, sans, not_before, not_after, status, profile, key_ref, "
     "device_id, fingerprint, aws_iot_id, path, replaces, issued_at, pem FROM certificates"
 )
+_SELECT_EVENT = "SELECT kind, ca, serial, detail, at FROM events"
 _INSERT_CA = (
     "INSERT INTO cas (name, subject, parent, not_before, not_after, fingerprint, key_ref, "
     "directory, pem, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -478,12 +482,14 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise EnvironmentProblem(f"inventory {self.path}: {exc}") from exc
 
-    def events(self, *, ca: str | None = None, serial: str | None = None) -> list[Event]:
-        rows = self._execute(
-            "SELECT kind, ca, serial, detail, at FROM events WHERE (? IS NULL OR ca = ?) "
-            "AND (? IS NULL OR serial = ?) ORDER BY id",
-            (ca, ca, serial, serial),
-        ).fetchall()
+    def events(
+        self, *, ca: str | None = None, serial: str | None = None, kind: str | None = None
+    ) -> list[Event]:
+        given = {"ca = ?": ca, "serial = ?": serial, "kind = ?": kind}
+        # Only the fixed fragments above are joined in; every value is a bound parameter.
+        where = " AND ".join(["1 = 1", *(test for test, v in given.items() if v is not None)])
+        sql = f"{_SELECT_EVENT} WHERE {where} ORDER BY id"
+        rows = self._execute(sql, [v for v in given.values() if v is not None]).fetchall()
         return [Event(r[0], r[1], r[2], json.loads(r[3]), _dt(r[4])) for r in rows]
 
     # AWS IoT registrations

@@ -22,6 +22,10 @@ def _text(action: RotationAction) -> str:
         return f"failed {action.serial} ({who}): {action.reason}"
     if action.outcome is Outcome.SKIPPED:
         return f"skipped {action.serial} ({who}): {action.reason}"
+    if action.outcome is Outcome.WOULD_RELOAD:
+        return f"would run --exec again for {action.serial} ({who}): it failed after renewal"
+    if action.outcome is Outcome.RELOADED:
+        return f"ran --exec again for {action.serial} ({who}): it failed after renewal"
     line = f"renewed {action.serial} -> {action.new_serial} ({who})"
     if action.old_key_kept:
         line += f"; new key {action.new_key_ref}, old key kept: {action.old_key_kept}"
@@ -107,14 +111,16 @@ def rotate(
 
     --exec runs after each renewal with DEVID_CERT_PATH, DEVID_SERIAL, DEVID_OLD_SERIAL,
     DEVID_DEVICE_ID, DEVID_KEY_REF, DEVID_CA and DEVID_NOT_AFTER in its environment; its
-    output goes to stderr. --at changes only which certificates count as due; new
-    certificates are always valid from now. A second run right after does nothing.
+    output goes to stderr. If it fails, the renewal stays and is reported (exit 3), and the
+    next run with --exec runs it again for that certificate ("reloaded") before renewing
+    anything. --at changes only which certificates count as due; new certificates are
+    always valid from now. A second run right after does nothing.
 
     Exit codes: 0 every due certificate renewed (or none due, or skipped because another
     run renewed it meanwhile); otherwise the code of the first failure (1 check failed,
     2 bad input, 3 environment or --exec failed), after the others were still tried; 1 when
     the inventory does not exist or --ca names no CA in it. --json prints the list of
-    actions ("renewed", "would-renew", "skipped", "failed").
+    actions ("renewed", "would-renew", "reloaded", "would-reload", "skipped", "failed").
 
     --iot: before a renewed certificate is installed anywhere, it is registered in AWS IoT
     (with its CA when the CA is registered), gets the old one's things and policies and is

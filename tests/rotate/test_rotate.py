@@ -272,6 +272,46 @@ def test_a_failing_exec_is_reported_and_the_renewal_stays(
     assert openssl_serial(missing.certificate_path) != missing.serial
 
 
+def test_a_failed_reload_runs_again_on_the_next_run_until_it_works(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    broken, calls = tmp_path / "broken", tmp_path / "calls"
+    broken.touch()
+    script = tmp_path / "reload.sh"  # logs what it was told; fails while "broken" exists
+    script.write_text(f'echo "$DEVID_SERIAL $DEVID_CERT_PATH" >> {calls}\n[ ! -e {broken} ]\n')
+    rotate = ("rotate", "--before", "30d", "--exec", f"sh {script}")
+
+    first = devid(*rotate, "--json")
+    assert first.code == 3
+    [renewed] = json.loads(first.out)
+    new_serial = renewed["new_serial"]
+    assert renewed["action"] == "renewed" and renewed["exec_returncode"] == 1
+    assert renewed["reason"].endswith("exited with 1; the next run with --exec runs it again")
+    assert openssl_serial(device.certificate_path) == new_serial  # the renewal stays
+
+    [planned] = ok_json(devid, *rotate, "--dry-run")
+    assert (planned["action"], planned["serial"]) == ("would-reload", new_serial)
+
+    second = devid(*rotate, "--json")  # still broken: reported again
+    assert second.code == 3
+    [failed] = json.loads(second.out)
+    assert (failed["action"], failed["serial"], failed["exec_returncode"]) == (
+        "failed", new_serial, 1
+    )  # fmt: skip
+
+    broken.unlink()
+    [reloaded] = ok_json(devid, *rotate)
+    assert (reloaded["action"], reloaded["serial"]) == ("reloaded", new_serial)
+    assert reloaded["exec_returncode"] == 0
+    assert ok_json(devid, *rotate) == []  # done: nothing more to run
+    assert calls.read_text().splitlines() == [f"{new_serial} {device.certificate_path}"] * 3
+
+
 def _without_noise(result: Any) -> Any:
     """The command's own stderr: the reload command's output (sent to stderr) removed."""
     lines = [line for line in result.err.splitlines() if line != "noise"]
