@@ -86,7 +86,13 @@ def place_atomic(
             fh.flush()
             os.fsync(fh.fileno())
         if owner is not None and owner != _owner_of(tmp):
-            os.chown(tmp, *owner)  # before the mode: chown may clear set-id bits
+            try:
+                os.chown(tmp, *owner)  # before the mode: chown may clear set-id bits
+            except PermissionError as exc:
+                who = f"{owner[0]}:{owner[1]}"
+                raise PermissionError(
+                    exc.errno, f"cannot keep its owner {who} (run as root)"
+                ) from exc
         os.chmod(tmp, mode)
         if replace:
             os.replace(tmp, path)

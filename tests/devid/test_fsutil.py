@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +175,38 @@ def test_read_input(tmp_path: Path) -> None:
         read_input(tmp_path / "missing", what="key file")
     with pytest.raises(BadInput, match="certificate is a directory"):
         read_input(tmp_path, what="certificate")
+
+
+def test_owner_is_given_to_the_new_file_before_it_is_in_place(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("giving a file to another user needs root: run the suite as root (CI does)")
+    path = write_atomic(tmp_path / "cert.pem", b"new", mode=0o640, force=True, owner=(65534, 65534))
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, mode_of(path)) == (65534, 65534, 0o640)
+    assert names(tmp_path) == ["cert.pem"]
+
+
+def test_an_owner_that_cannot_be_kept_fails_with_one_line_and_changes_nothing() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("dropping to another user needs root: run the suite as root (CI does)")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    with tempfile.TemporaryDirectory() as shared:  # pytest's tmp_path is closed to others
+        folder = Path(shared)
+        folder.chmod(0o777)
+        path = folder / "cert.pem"
+        path.write_bytes(b"old")
+        code = (
+            "from pathlib import Path; from devid.fsutil import write_atomic\n"
+            "try:\n"
+            f"    write_atomic(Path({str(path)!r}), b'new', mode=0o644, force=True, owner=(0, 0))\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n"
+        )
+        done = subprocess.run(
+            [*nobody, sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        assert done.stdout == (
+            f"BadInput cannot write {path}: cannot keep its owner 0:0 (run as root)\n"
+        ), done.stderr
+        assert path.read_bytes() == b"old"
+        assert names(folder) == ["cert.pem"]
