@@ -13,7 +13,10 @@ key that is active in IAM.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -21,10 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from devid import policy
-from devid.errors import BadInput, CheckFailed, Conflict, DevidError, EnvironmentProblem
+from devid import policy, ppk
+from devid.errors import (
+    BadInput,
+    CheckFailed,
+    Conflict,
+    DevidError,
+    EnvironmentProblem,
+    PassphraseRequired,
+)
 from devid.fingerprint import ssh_wire_blob
-from devid.fsutil import PUBLIC_MODE, write_atomic
+from devid.fsutil import PUBLIC_MODE, read_input, write_atomic
 from devid.iam import IamSshKeys, SshKey, Status, parse_key_id
 from devid.keys import PublicKey
 from devid.loading import parse_public_key
@@ -106,14 +116,29 @@ class Identity:
         return True
 
 
-def file_identity(ref: str, identity: str | None) -> Identity:
-    """The private key file ssh should use for the key *ref* names."""
+#: Opens an encrypted private key file (asking for its passphrase) and returns its public key.
+OpenEncrypted = Callable[[Path], PublicKey]
+
+
+def file_identity(
+    ref: str, identity: str | None, key: PublicKey, *, open_encrypted: OpenEncrypted | None = None
+) -> Identity:
+    """The private key file ssh should use for *key*, which *ref* names.
+
+    A private key file other than *ref* itself (``--identity``, or the file beside a ``.pub``)
+    must hold *key*: else ssh would offer another key than the one uploaded. Checked here,
+    before anything changes; *open_encrypted* opens an encrypted file without a ``.pub``.
+    """
+    path = _absolute(ref)
     if identity:
+        given = _absolute(identity)
+        if given != path:
+            _check_holds(given, key, f"--identity {identity}", open_encrypted)
         return Identity(identity_path(identity))
-    path = Path(os.path.abspath(os.path.expanduser(ref)))
     if path.name.endswith(".pub"):
         private = path.with_name(path.name.removesuffix(".pub"))
         if private.is_file():
+            _check_holds(private, key, f"{private} (beside {ref})", open_encrypted)
             return Identity(identity_path(str(private)))
         raise BadInput(f"no private key file {private} beside {ref}; pass --identity PATH")
     head = path.read_bytes()[:4096] if path.is_file() else b""
@@ -125,6 +150,88 @@ def file_identity(ref: str, identity: str | None) -> Identity:
     if b"PRIVATE KEY" not in head:
         raise BadInput(f"{ref} is not a private key file ssh can use; pass --identity PATH")
     return Identity(identity_path(str(path)))
+
+
+def _absolute(path: str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def _check_holds(
+    path: Path, key: PublicKey, where: str, open_encrypted: OpenEncrypted | None
+) -> None:
+    """Fail (exit 2) unless the private key file *path* holds *key*."""
+    held = _held_blob(path, where, open_encrypted)
+    wanted = ssh_wire_blob(key)
+    if held != wanted:
+        raise BadInput(
+            f"{where} holds the key {_sha256(held)}, not the key to upload {_sha256(wanted)}",
+            hint="pass --identity with the private key of the new key",
+        )
+
+
+def _held_blob(path: Path, where: str, open_encrypted: OpenEncrypted | None) -> bytes:
+    """The SSH blob of the public key of the private key file *path*, opened only if need be:
+    an OpenSSH key carries its public key in clear, an encrypted PEM key may have a ``.pub``."""
+    data = read_input(path, what="identity file")
+    if ppk.is_ppk(data):
+        raise BadInput(f"{where} is a PuTTY key, which ssh cannot read")
+    clear = _openssh_public_blob(data, where)
+    if clear is not None:
+        return clear
+    try:
+        return ssh_wire_blob(parse_public_key(data, where=where))
+    except PassphraseRequired:
+        pub = path.with_name(path.name + ".pub")
+        if pub.is_file():
+            return ssh_wire_blob(parse_public_key(read_input(pub), where=str(pub)))
+        if open_encrypted is None:
+            raise
+        return ssh_wire_blob(open_encrypted(path))
+
+
+_OPENSSH_PRIVATE = re.compile(
+    rb"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", re.S
+)
+_OPENSSH_MAGIC = b"openssh-key-v1\0"
+
+
+def _openssh_public_blob(data: bytes, where: str) -> bytes | None:
+    """The public key blob an OpenSSH private key file holds unencrypted (OpenSSH's
+    PROTOCOL.key: magic, cipher, kdf, kdf options, number of keys, public keys, ...);
+    None if *data* is no OpenSSH private key."""
+    match = _OPENSSH_PRIVATE.search(data)
+    if match is None:
+        return None
+    try:
+        rest = base64.b64decode(b"".join(match.group(1).split()), validate=True)
+    except binascii.Error as exc:
+        raise BadInput(f"{where}: malformed OpenSSH private key") from exc
+    if not rest.startswith(_OPENSSH_MAGIC):
+        raise BadInput(f"{where}: malformed OpenSSH private key")
+    fields, rest = _ssh_strings(rest[len(_OPENSSH_MAGIC) :], 3)  # cipher, kdf, kdf options
+    if fields is None or rest[:4] != (1).to_bytes(4, "big"):
+        raise BadInput(f"{where}: malformed OpenSSH private key, or one with several keys")
+    public, _ = _ssh_strings(rest[4:], 1)
+    if public is None or not public[0]:
+        raise BadInput(f"{where}: malformed OpenSSH private key")
+    return public[0]
+
+
+def _ssh_strings(data: bytes, count: int) -> tuple[list[bytes] | None, bytes]:
+    """*count* SSH strings (uint32 length, bytes) from *data*, and what follows them."""
+    found: list[bytes] = []
+    for _ in range(count):
+        size = int.from_bytes(data[:4], "big")
+        if len(data) < 4 + size:
+            return None, data
+        found.append(data[4 : 4 + size])
+        data = data[4 + size :]
+    return found, data
+
+
+def _sha256(blob: bytes) -> str:
+    """The OpenSSH SHA256 fingerprint of an SSH public key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def token_identity(key: PublicKey, label: str, module: str, identity: str | None) -> Identity:

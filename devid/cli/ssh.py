@@ -14,6 +14,8 @@ from devid.cli._common import (
     emit,
     examples,
     json_option,
+    load_key_ref,
+    passphrase_file_option,
     public_key_of,
     warn,
 )
@@ -81,6 +83,7 @@ def _fingerprint_lines(key: SshKey) -> list[str]:
 @ssh.command()
 @_user_option
 @click.option("--key", "ref", required=True, metavar="REF", help="Key file or pkcs11: URI.")
+@passphrase_file_option
 @aws_options
 @json_option
 @examples(
@@ -92,6 +95,7 @@ devid ssh register --user alice --key 'pkcs11:token=laptop;object=codecommit' --
 def register(
     user: str,
     ref: str,
+    passphrase_file: str | None,
     profile: str | None,
     region: str | None,
     endpoint_url: str | None,
@@ -102,7 +106,8 @@ def register(
     Checked first: RSA >= 2048 (exit 1 if not), not registered already and fewer than 5
     keys (exit 4, naming the keys to retire).
     """
-    key = _iam(user, profile, region, endpoint_url).upload(public_key_of(ref))
+    public = public_key_of(ref, passphrase_file)
+    key = _iam(user, profile, region, endpoint_url).upload(public)
     data = {"user": user, "reference": ref, **key.as_dict()}
     text = [f"ssh key id   {key.key_id}", f"status       {key.status.value}"]
     text += _fingerprint_lines(key)
@@ -144,9 +149,15 @@ def list_(
     emit({"user": user, "keys": rows}, as_json=as_json, text=text or [f"(no SSH keys for {user})"])
 
 
-def _identity(ref: str, key: PublicKey, identity: str | None) -> Identity:
+def _identity(
+    ref: str, key: PublicKey, identity: str | None, passphrase_file: str | None
+) -> Identity:
     if not is_token_ref(ref):
-        return file_identity(ref, identity)
+
+        def open_encrypted(path: Path) -> PublicKey:
+            return load_key_ref(str(path), passphrase_file).public_key()
+
+        return file_identity(ref, identity, key, open_encrypted=open_encrypted)
     token_key = hsm.load_key(ref)
     module = resolve_module_path(hsm.parse_uri(ref).module_path)
     return token_identity(key, token_key.handle.label, module, identity)
@@ -171,9 +182,10 @@ def _step_printer(as_json: bool, steps: list[Step]) -> Callable[[Step], None]:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="ssh config file.")
 @click.option(
     "--identity",
-    help="IdentityFile for the config: the private key file, or for a token key the .pub "
-    "file devid writes (default ~/.ssh/<label>.pub).",
+    help="IdentityFile for the config: the private key file (it must hold NEWREF's key), or "
+    "for a token key the .pub file devid writes (default ~/.ssh/<label>.pub).",
 )
+@passphrase_file_option
 @aws_options
 @json_option
 @examples(
@@ -188,6 +200,7 @@ def rotate_cmd(
     retire: str,
     config_path: Path | None,
     identity: str | None,
+    passphrase_file: str | None,
     profile: str | None,
     region: str | None,
     endpoint_url: str | None,
@@ -199,8 +212,8 @@ def rotate_cmd(
     config cannot be written, the new key is deleted again (exit code of that failure); if
     retiring fails, the config already uses the new, active key (exit 3).
     """
-    key = public_key_of(ref)
-    ident = _identity(ref, key, identity)
+    key = public_key_of(ref, passphrase_file)
+    ident = _identity(ref, key, identity, passphrase_file)
     config = config_path or default_config()
     steps: list[Step] = []
     keys = _iam(user, profile, region, endpoint_url)
