@@ -17,6 +17,11 @@ hand-kept config survives and a second run changes nothing:
   ``ProxyCommand``, comments) is kept as it is. If the file holds more dedicated blocks, the
   first is updated and the managed lines of the later ones are removed, because ssh would
   otherwise add their ``IdentityFile`` lines to the keys it offers.
+- ssh uses the *first* value it reads for an option, so a dedicated block that comes after
+  a ``Host`` block (such as ``Host *``) or ``Match all`` block that also applies to
+  CodeCommit and sets ``User``, ``IdentityFile``, ``IdentitiesOnly`` or ``PKCS11Provider``
+  would be updated in vain: it is moved in front of the first such block (with the comments
+  directly above it; blank lines and comments after its last option stay where they are).
 - With no dedicated block, the block is appended after one blank line, except that ssh uses
   the *first* value it reads for an option: when a ``Host`` block (such as ``Host *``) or a
   ``Match all`` block that also applies to CodeCommit comes earlier, the new block is put in
@@ -136,9 +141,11 @@ def merge(text: str, entry: CodeCommitEntry) -> str:
         for start, end in reversed(blocks[1:]):
             out[start + 1 : end] = [pair for pair in out[start + 1 : end] if not _managed(pair[0])]
         start, end = blocks[0]
-        out[start + 1 : end] = _replace_options(
-            lines[start + 1 : end], eols[start + 1 : end], entry, eol
-        )
+        body = _replace_options(lines[start + 1 : end], eols[start + 1 : end], entry, eol)
+        out[start + 1 : end] = body
+        ahead = _shadowed_by(lines, start)
+        if ahead is not None:
+            _move_block(out, start, start + 1 + len(body), ahead, eol)
     else:
         new = [(line, eol) for line in render(entry).splitlines()]
         _insert_block(out, _insert_at(lines), new, eol)
@@ -310,10 +317,46 @@ def _insert_at(lines: list[str]) -> int | None:
     """Where a new block goes: before the first block that also applies, else None (append)."""
     for index, keyword, args in _headers(lines):
         if _applies_to_codecommit(keyword, args):
-            while index > 0 and lines[index - 1].lstrip().startswith("#"):
-                index -= 1
-            return index
+            return _comments_above(lines, index)
     return None
+
+
+def _shadowed_by(lines: list[str], start: int) -> int | None:
+    """Where the dedicated block at *start* must move so that ssh reads its options first:
+    in front of the first earlier block that also applies and sets a managed option (ssh
+    keeps the first ``User`` it reads), or None when no earlier block does."""
+    headers = list(_headers(lines))
+    ends = [index for index, _, _ in headers[1:]] + [len(lines)]
+    for (index, keyword, args), end in zip(headers, ends, strict=True):
+        if index >= start:
+            return None
+        if _applies_to_codecommit(keyword, args) and any(
+            _managed(content) for content in lines[index + 1 : end]
+        ):
+            return _comments_above(lines, index)
+    return None
+
+
+def _comments_above(lines: list[str], index: int) -> int:
+    """*index*, moved up over the comment lines directly above it (they belong to it)."""
+    while index > 0 and lines[index - 1].lstrip().startswith("#"):
+        index -= 1
+    return index
+
+
+def _move_block(out: list[tuple[str, str]], start: int, end: int, to: int, eol: str) -> None:
+    """Move the block whose ``Host`` line is ``out[start]`` in front of ``out[to]``.
+
+    Moved: the comments directly above the ``Host`` line, and the block up to its last
+    option; blank lines and comments after that stay (they belong to the next block), and
+    one blank line that separated the block from what was before it goes with it.
+    """
+    last = max(i for i in range(start, end) if i == start or _parse(out[i][0]))
+    first = _comments_above([content for content, _ in out], start)
+    block = out[first : last + 1]
+    cut = first - 1 if first > 0 and not out[first - 1][0].strip() else first
+    del out[cut : last + 1]
+    _insert_block(out, to, block, eol)
 
 
 def _insert_block(
