@@ -12,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from devid.errors import DevidError, EnvironmentProblem
+from devid.errors import BadInput, DevidError, EnvironmentProblem
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,44 @@ def client(service: str, options: AwsOptions) -> Any:
         import botocore.exceptions
     except ImportError as exc:
         raise EnvironmentProblem("boto3 is not installed: pip install 'devid[aws]'") from exc
+    _check_options(options)
     try:
         session = boto3.session.Session(profile_name=options.profile, region_name=options.region)
-        if session.region_name is None:
+        if not session.region_name:
             raise EnvironmentProblem("no AWS Region: pass --region or set AWS_DEFAULT_REGION")
         return session.client(service, endpoint_url=options.endpoint_url)
     except botocore.exceptions.ProfileNotFound as exc:
         raise EnvironmentProblem(f"AWS profile not found: {options.profile}") from exc
+    except botocore.exceptions.InvalidRegionError as exc:
+        # From --region, AWS_REGION/AWS_DEFAULT_REGION or the profile alike.
+        region = exc.kwargs.get("region_name", options.region)
+        raise BadInput(f"{region!r} is not an AWS Region name (like us-east-1)") from exc
+    except botocore.exceptions.InvalidEndpointConfigurationError as exc:
+        raise BadInput(f"unusable AWS endpoint configuration: {exc}") from exc
+    except ValueError as exc:  # botocore's own endpoint checks ("Invalid endpoint: ...")
+        raise BadInput(
+            f"cannot make an AWS {service} client: {exc}",
+            hint="check --region and --endpoint-url",
+        ) from exc
+
+
+def _check_options(options: AwsOptions) -> None:
+    """Refuse options boto3 would only fail on later, or with a less clear message."""
+    if options.region is not None and not options.region.strip():
+        raise BadInput("--region is empty; give a Region name like us-east-1")
+    url = options.endpoint_url
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise BadInput(f"--endpoint-url {url!r} is not a URL ({exc})") from exc
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise BadInput(
+            f"--endpoint-url {url!r} is not an http(s) URL",
+            hint="give one like https://host or http://127.0.0.1:5000",
+        )
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import ec2_imported
 from devid.fsutil import read_input
 from devid.keys import is_token_ref
+from devid.localkeys import load_refs
 
 
 @click.group()
@@ -179,7 +180,9 @@ def _local_keys(
     keys: list[ec2_keys.LocalKey] = []
     skipped: list[ec2_keys.Skipped] = []
     for ref in refs:
-        if not is_token_ref(ref) and Path(ref).is_dir():
+        if is_token_ref(ref):
+            keys += _token_keys(ref)
+        elif Path(ref).is_dir():
             more, less = ec2_keys.scan(Path(ref))
             keys, skipped = keys + more, skipped + less
         else:
@@ -187,9 +190,12 @@ def _local_keys(
     return keys, skipped
 
 
+def _token_keys(ref: str) -> list[ec2_keys.LocalKey]:
+    """The key a token URI names, or every key on the token it names (as ``ssh list``)."""
+    return [ec2_keys.LocalKey.of(k.ref, k.public_key) for k in load_refs([ref])]
+
+
 def _local_key(ref: str, passphrase_file: str | None) -> ec2_keys.LocalKey:
-    if is_token_ref(ref):
-        return ec2_keys.LocalKey.of(ref, load_key_ref(ref))
     data = read_input(ref, what="key file")
     passphrase = secret(
         file=passphrase_file, env="DEVID_PASSPHRASE", prompt=None, what="passphrase"

@@ -353,3 +353,47 @@ def test_bad_name_is_refused_before_aws(
     out = tmp_path / "k.pem"
     one_error(devid("ec2", "create", "x" * 256, "--out", out, *moto.aws_args()), 2, "255")
     assert not out.exists() and key_pairs(moto) == {}
+
+
+@pytest.mark.parametrize(
+    ("aws", "needle"),
+    [
+        (["--endpoint-url", "notaurl", "--region", "us-east-1"], "is not an http(s) URL"),
+        (["--endpoint-url", "http://[::1", "--region", "us-east-1"], "is not a URL"),
+        (["--endpoint-url", "http://127.0.0.1:99999", "--region", "us-east-1"], "is not a URL"),
+        (["--region", "bad region"], "is not an AWS Region name"),
+        (["--region", ""], "--region is empty"),
+    ],
+    ids=["not-a-url", "bad-ipv6", "bad-port", "bad-region", "empty-region"],
+)
+@pytest.mark.parametrize("command", [["list"], ["delete", "k"]])
+def test_bad_endpoint_or_region_is_bad_input(
+    devid: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    aws: list[str],
+    needle: str,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    one_error(devid("ec2", *command, *aws), 2, needle)
+
+
+def test_list_match_a_whole_token(
+    devid: Callable[..., Result],
+    moto: MotoServer,
+    token_uri: str,
+    token_key_factory: Callable[..., Any],
+) -> None:
+    # A token URI without an object names every key on it, as for 'devid ssh list'.
+    token = token_key_factory("rsa-2048")
+    aws = moto.aws_args()
+    assert devid("ec2", "import", "tok", "--key", token.reference, *aws).code == 0
+
+    result = devid("ec2", "list", "--match", token_uri, "--json", *aws)
+
+    assert result.code == 0, result.err
+    found = _by_name(json.loads(result.out))
+    assert [method for _, method in found["tok"]] == ["imported-fingerprint"]
+    ((ref, _),) = found["tok"]
+    assert ref.startswith(token_uri) and token.handle.label in ref

@@ -343,6 +343,34 @@ def test_unreachable_endpoint(
     assert config.read_text() == HAND_KEPT
 
 
+@pytest.mark.parametrize(
+    ("aws", "needle"),
+    [
+        (["--endpoint-url", "notaurl", "--region", "us-east-1"], "is not an http(s) URL"),
+        (["--endpoint-url", "ftp://127.0.0.1", "--region", "us-east-1"], "is not an http(s) URL"),
+        (["--region", "bad region"], "is not an AWS Region name"),
+    ],
+    ids=["not-a-url", "ftp", "bad-region"],
+)
+def test_bad_endpoint_or_region_is_bad_input(
+    devid: Devid,
+    ssh_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    aws: list[str],
+    needle: str,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    key = write_key_pair(ssh_home / ".ssh", "k")
+    config = ssh_home / ".ssh" / "config"
+    config.write_text(HAND_KEPT)
+    for args in (["list"], ["register", "--key", str(key)], ["rotate", "--key", str(key)]):
+        result = devid("ssh", *args, "--user", "u", *aws)
+        assert result.code == 2, (args, result.err)
+        assert needle in _one_error_line(result)
+    assert config.read_text() == HAND_KEPT
+
+
 def test_missing_credentials(
     devid: Devid, moto: MotoServer, ssh_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
