@@ -48,6 +48,17 @@ def _contents(folder: Path) -> dict[str, bytes]:
     return {name: data for name, (data, _mtime) in tree_snapshot(folder).items()}
 
 
+def _device_state(pki_home: Path, device: Any) -> tuple[Any, ...]:
+    """What a renewal that fails or is stopped must leave as it was: the device's files (no
+    temporary ones), its inventory rows, its token objects, and no new ``-r2`` key."""
+    return (
+        _contents(device.certificate_path.parent),
+        certificate_rows(pki_home, device.device_id),
+        token_objects(f"device-{device.device_id}"),
+        token_objects(f"device-{device.device_id}-r2"),
+    )
+
+
 def _same_serial(token_serial: str, serial: str) -> bool:
     return token_serial.lower().lstrip("0") == serial.lstrip("0")
 
@@ -196,10 +207,7 @@ def test_a_failed_install_puts_everything_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
-    folder = device.certificate_path.parent
-    files_before = _contents(folder)
-    rows_before = certificate_rows(pki_home, device.device_id)
-    objects_before = token_objects(f"device-{device.device_id}")
+    before = _device_state(pki_home, device)
 
     def fail(*_args: Any, **_kw: Any) -> int:
         raise TokenFailure("storing the certificate: simulated failure")
@@ -209,11 +217,7 @@ def test_a_failed_install_puts_everything_back(
     assert result.code == 3
     assert "simulated failure" in one_error_line(result)
     assert "failed" in result.out
-
-    assert _contents(folder) == files_before  # restored, no temporary files left
-    assert certificate_rows(pki_home, device.device_id) == rows_before
-    assert token_objects(f"device-{device.device_id}") == objects_before
-    assert token_objects(f"device-{device.device_id}-r2") == []  # the new key was removed
+    assert _device_state(pki_home, device) == before  # restored; the new key was removed
 
 
 def test_exec_runs_after_each_renewal_with_the_environment(
@@ -524,10 +528,7 @@ def test_sigterm_in_the_middle_of_a_renewal_undoes_it(
     # systemctl stop / timeout / a cancelled CI job: SIGTERM lands after the new certificate
     # was written to the device's files but before the inventory committed it
     device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
-    folder = device.certificate_path.parent
-    files_before = _contents(folder)
-    rows_before = certificate_rows(pki_home, device.device_id)
-    objects_before = token_objects(f"device-{device.device_id}")
+    before = _device_state(pki_home, device)
     code = (
         "import os, signal, sys, time\n"
         "import devid.rotate as rotation\n"
@@ -546,10 +547,7 @@ def test_sigterm_in_the_middle_of_a_renewal_undoes_it(
     )
     assert done.returncode == 143, done.stderr
     assert done.stderr == "devid: error: terminated (SIGTERM); unfinished work was undone\n"
-    assert _contents(folder) == files_before  # the old certificate, no temporary files
-    assert certificate_rows(pki_home, device.device_id) == rows_before
-    assert token_objects(f"device-{device.device_id}") == objects_before
-    assert token_objects(f"device-{device.device_id}-r2") == []  # the new key is gone
+    assert _device_state(pki_home, device) == before  # old certificate back, new key gone
     # nothing is stuck: the next run renews it
     [action] = ok_json(devid, "rotate", "--before", "30d")
     assert action["action"] == "renewed"
