@@ -81,6 +81,7 @@ class Outcome(enum.Enum):
     RENEWED = "renewed"
     WOULD_RENEW = "would-renew"
     SKIPPED = "skipped"  # another run renewed (or revoked) it first: nothing to do
+    RETIRED_IN_AWS = "retired-in-aws"  # --iot: an earlier run left the old one active there
     RELOADED = "reloaded"  # --exec failed after its renewal in an earlier run; ran again
     WOULD_RELOAD = "would-reload"
     FAILED = "failed"
@@ -453,7 +454,9 @@ def _issue(
             Event("cert.rotate", ca=record.ca, serial=new.record.serial, detail=detail)
         )
         if ctx.before_install is not None:
-            ctx.before_install(record, new.certificate)
+            take_back = ctx.before_install(record, new.certificate)
+            if take_back is not None:  # runs if the install or the commit fails after it
+                undo.append(take_back)
         _install(record, key, new.certificate, ca, undo)
 
     return issue_many(ca, [request], store=ctx.store, key=ca_key, before_commit=install)[0]
@@ -553,7 +556,9 @@ def _one(ctx: _Context, record: CertRecord, renew_at: dt.datetime) -> RotationAc
 
 #: Called inside the inventory transaction, before the new certificate replaces the old one
 #: anywhere; raising a DevidError stops that renewal with nothing changed locally.
-BeforeInstall = Callable[[CertRecord, x509.Certificate], None]
+#: It may return a callable that takes back what it did; that runs (after the old files are
+#: put back) if installing or committing the renewal fails afterwards.
+BeforeInstall = Callable[[CertRecord, x509.Certificate], Callable[[], object] | None]
 
 
 def rotate(

@@ -22,6 +22,9 @@ def _text(action: RotationAction) -> str:
         return f"failed {action.serial} ({who}): {action.reason}"
     if action.outcome is Outcome.SKIPPED:
         return f"skipped {action.serial} ({who}): {action.reason}"
+    if action.outcome is Outcome.RETIRED_IN_AWS:
+        new = action.new_serial
+        return f"retired {action.serial} in AWS IoT, replaced by {new} ({who}): {action.reason}"
     if action.outcome is Outcome.WOULD_RELOAD:
         return f"would run --exec again for {action.serial} ({who}): it failed after renewal"
     if action.outcome is Outcome.RELOADED:
@@ -120,13 +123,17 @@ def rotate(
     run renewed it meanwhile); otherwise the code of the first failure (1 check failed,
     2 bad input, 3 environment or --exec failed), after the others were still tried; 1 when
     the inventory does not exist or --ca names no CA in it. --json prints the list of
-    actions ("renewed", "would-renew", "reloaded", "would-reload", "skipped", "failed").
+    actions ("renewed", "would-renew", "reloaded", "would-reload", "retired-in-aws",
+    "skipped", "failed").
 
     --iot: before a renewed certificate is installed anywhere, it is registered in AWS IoT
     (with its CA when the CA is registered), gets the old one's things and policies and is
-    activated; if that fails, the renewal is abandoned and nothing local changes. After the
-    install the old one is set INACTIVE (REVOKED with --revoke-old). So a device always has
-    an active certificate. Certificates not registered in AWS IoT are left alone there.
+    activated; if that fails, the renewal is abandoned and nothing local changes; if the
+    local install fails after it, that is taken back in AWS IoT too. After the install the
+    old one is set INACTIVE (REVOKED with --revoke-old); if that fails, the next run with
+    --iot does it first ("retired-in-aws"). So a device always has an active certificate.
+    A certificate that is not ACTIVE in AWS IoT (revoked or deactivated there) is not
+    renewed (exit 1). Certificates not registered in AWS IoT are left alone there.
     """
     if revoke_old and not iot:
         raise BadInput("--revoke-old goes with --iot")

@@ -1,0 +1,138 @@
+"""``devid rotate --iot`` when something is off: a certificate cut off in AWS IoT, a local
+install that fails after the AWS step, and an old certificate that could not be retired."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import MotoServer
+from iot_aws_support import Devid, ok_json, openssl_iot_id, registrations
+from test_iot_rotate_cli import POLICY, _registered_device
+
+from devid import iot as iot_module
+from devid.errors import EnvironmentProblem
+
+
+def _with_thing(moto: MotoServer, registered: dict[str, str]) -> Any:
+    iot = moto.client("iot")
+    iot.create_thing(thingName="sensor-1")
+    iot.create_policy(policyName="sensor-policy", policyDocument=POLICY)
+    iot.attach_thing_principal(thingName="sensor-1", principal=registered["certificate_arn"])
+    iot.attach_policy(policyName="sensor-policy", target=registered["certificate_arn"])
+    return iot
+
+
+def _aws(iot: Any) -> dict[str, tuple[str, list[str]]]:
+    """Every certificate in AWS IoT: its status and the things attached to it."""
+    out = {}
+    for listed in iot.list_certificates()["certificates"]:
+        things = iot.list_principal_things(principal=listed["certificateArn"])["things"]
+        out[listed["certificateId"]] = (listed["status"], things)
+    return out
+
+
+def _current(devid: Devid) -> list[str]:
+    return [
+        c["serial"] for c in ok_json(devid, "cert", "list", "--ca", "fleet", "--status", "issued")
+    ]
+
+
+ROTATE = ("rotate", "--ca", "fleet", "--before", "5d", "--days", "30", "--iot")
+
+
+@pytest.mark.parametrize("status", ["REVOKED", "INACTIVE"])
+def test_a_certificate_cut_off_in_aws_is_not_renewed(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    status: str,
+) -> None:
+    cert, registered = _registered_device(devid, moto, tmp_path, key_file)
+    iot = _with_thing(moto, registered)
+    old_id = registered["aws_certificate_id"]
+    iot.update_certificate(certificateId=old_id, newStatus=status)
+    before, file_before, current = _aws(iot), cert.read_bytes(), _current(devid)
+
+    result = devid(*ROTATE, *moto.aws_args(), "--json")
+    assert result.code == 1
+    [action] = json.loads(result.out)
+    assert action["action"] == "failed"
+    assert f"is {status} in AWS IoT ({old_id})" in action["reason"]
+    assert _aws(iot) == before  # no new active certificate for the thing
+    assert cert.read_bytes() == file_before and _current(devid) == current
+
+
+def test_a_failed_install_takes_the_aws_step_back(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    cert, registered = _registered_device(devid, moto, tmp_path, key_file)
+    iot = _with_thing(moto, registered)
+    before, current = _aws(iot), _current(devid)
+    cert.unlink()
+    cert.mkdir()  # the install cannot write the renewed certificate there
+
+    result = devid(*ROTATE, *moto.aws_args(), "--json")
+    assert result.code == 2
+    [action] = json.loads(result.out)
+    assert action["action"] == "failed"
+    assert "Is a directory" in action["reason"]
+    assert (
+        "AWS IoT: taken back (detached thing sensor-1, detached policy sensor-policy"
+        in (action["reason"])
+    )
+    assert _aws(iot) == before  # the new certificate is gone from AWS; the old one is ACTIVE
+    assert _current(devid) == current
+    assert [r["certificate_id"] for r in registrations(pki_home)] == [
+        r["certificate_id"] for r in registrations(pki_home) if r["kind"] == "ca"
+    ] + [registered["aws_certificate_id"]]
+
+
+def test_an_old_certificate_left_active_is_retired_by_the_next_run(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert, registered = _registered_device(devid, moto, tmp_path, key_file)
+    iot = _with_thing(moto, registered)
+    old_id = registered["aws_certificate_id"]
+    real_set_status = iot_module.set_status
+
+    def failing(client: object, cert_id: str, status: iot_module.CertStatus) -> str:
+        if cert_id == old_id:
+            raise EnvironmentProblem("injected: UpdateCertificate failed")
+        return real_set_status(client, cert_id, status)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(iot_module, "set_status", failing)
+        first = devid(*ROTATE, "--revoke-old", *moto.aws_args(), "--json")
+    assert first.code == 3
+    [renewed] = json.loads(first.out)
+    new_id = openssl_iot_id(cert)
+    assert renewed["action"] == "renewed"
+    assert "the next 'devid rotate --iot' retires it" in renewed["reason"]
+    assert _aws(iot)[old_id][0] == "ACTIVE" and _aws(iot)[new_id] == ("ACTIVE", ["sensor-1"])
+    rows = {r["certificate_id"]: r for r in registrations(pki_home)}
+    assert rows[new_id]["status"] == "ACTIVE"  # recorded although the move is unfinished
+
+    second = ok_json(devid, *ROTATE, *moto.aws_args())  # nothing due; the retirement is
+    assert [(a["action"], a["serial"], a["new_serial"]) for a in second] == [
+        ("retired-in-aws", renewed["serial"], renewed["new_serial"])
+    ]
+    assert f"moved old {old_id} to REVOKED" in second[0]["reason"]  # as the first run asked
+    assert _aws(iot)[old_id][0] == "REVOKED"
+    rows = {r["certificate_id"]: r for r in registrations(pki_home)}
+    assert rows[old_id]["status"] == "REVOKED"
+    assert ok_json(devid, *ROTATE, *moto.aws_args()) == []  # done
