@@ -79,6 +79,12 @@ def parse_private_key(
             # needed (openssl and ssh-keygen ignore it too), so load the key without it.
             return parse_private_key(data, where=where)
         except UnsupportedAlgorithm as exc:
+            cipher = _UNSUPPORTED_CIPHER.search(str(exc))
+            if cipher:  # the key is fine; the cipher its file is encrypted with is not
+                raise BadInput(
+                    f"{where}: encrypted with {cipher['name']}, a cipher devid cannot read",
+                    hint="re-encrypt it: ssh-keygen -p -Z aes256-ctr -f FILE",
+                ) from exc
             raise BadInput(f"{where}: unsupported key algorithm") from exc
         except InvalidTag as exc:  # an AES-GCM OpenSSH key opened with the wrong passphrase
             raise BadInput(f"{where}: wrong passphrase") from exc
@@ -89,6 +95,8 @@ def parse_private_key(
                 raise BadInput(f"{where}: wrong passphrase") from exc
     raise BadInput(f"{where} is not a private key devid can read (PEM, DER, OpenSSH or PPK)")
 
+
+_UNSUPPORTED_CIPHER = re.compile(r"Unsupported cipher: b?'?(?P<name>[^']+)'?")
 
 #: IV lengths of the ciphers traditional encrypted PEM (RFC 1421 DEK-Info) names
 _DEK_IV_BYTES = {"AES-128-CBC": 16, "AES-192-CBC": 16, "AES-256-CBC": 16, "DES-EDE3-CBC": 8,

@@ -111,8 +111,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except click.Abort:
         return _fail("aborted", EXIT_USAGE)
-    except click.ClickException as exc:
-        return _fail(exc.format_message(), exc.exit_code)
+    except click.ClickException as exc:  # click's own text: its line breaks become spaces
+        return _fail(" ".join(exc.format_message().split()), exc.exit_code)
     except (DevidError, HsmError) as exc:
         if os.environ.get("DEVID_DEBUG"):
             raise

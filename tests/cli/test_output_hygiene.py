@@ -53,6 +53,8 @@ def test_errors_are_one_line_even_for_multi_line_input(devid: Callable[..., Any]
     result = devid("key", "generate")  # click: missing TYPE, "Choose from:" list over lines
     assert result.code == 2
     _one_error_line(result.err)
+    assert "\\" not in result.err  # click's line breaks read as spaces, not as escapes
+    assert "Choose from: rsa-2048, rsa-3072, rsa-4096, ec-p256" in result.err
 
 
 def test_bare_group_prints_its_help_and_exits_2(devid: Callable[..., Any]) -> None:

@@ -526,3 +526,14 @@ def test_an_openssh_line_with_a_compressed_ec_point_is_bad_input() -> None:
     line = b"ecdsa-sha2-nistp256 " + __import__("base64").b64encode(blob) + b" c\n"
     with pytest.raises(BadInput, match="OpenSSH public key"):
         parse_public_key(line, where="compressed.pub")
+
+
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305@openssh.com", "aes128-cbc", "3des-cbc"])
+def test_an_openssh_key_in_a_cipher_cryptography_lacks_says_so(tmp_path: Path, cipher: str) -> None:
+    path = tmp_path / "k"
+    run_tool("ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE.decode(), "-Z", cipher,
+             "-f", str(path))  # fmt: skip
+    with pytest.raises(BadInput) as info:
+        load_signing_key(str(path), passphrase=PASSPHRASE)
+    assert info.value.message == f"{path}: encrypted with {cipher}, a cipher devid cannot read"
+    assert info.value.hint == "re-encrypt it: ssh-keygen -p -Z aes256-ctr -f FILE"
