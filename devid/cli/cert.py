@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography import x509
 
 from devid.cli._common import emit, examples, json_option, passphrase_file_option
 from devid.cli._pki import days_option, key_loader, store_from, store_option
@@ -248,7 +249,7 @@ def revoke_(target: str, ca_name: str, reason: str, store_url: str | None, as_js
     "--ca-bundle",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Trusted root certificates (PEM).",
+    help="Trusted root certificates (PEM); others there only help build the path.",
 )
 @click.option(
     "--untrusted",
@@ -278,16 +279,26 @@ def verify(
     """Validate the certificate in PATH up to a root in --ca-bundle; exit 1 with the reason.
 
     Certificates after the first in PATH count as untrusted intermediates, like those in
-    --untrusted. Validation uses cryptography's X.509 verifier with a bounded path search.
+    --untrusted; so do certificates in --ca-bundle that are not self-signed roots (as with
+    openssl verify -CAfile, the path must end at a root). Validation uses cryptography's
+    X.509 verifier with a bounded path search.
     """
     from devid.pki.verify import verify_chain
 
     leaf, *extra = certs.read_certificates(path)
     intermediates = [*extra, *(certs.read_certificates(untrusted) if untrusted else [])]
     at = parse_instant(at_text) if at_text else None
+    roots: list[x509.Certificate] = []
+    for cert in certs.read_certificates(ca_bundle):  # as openssl verify -CAfile: the path
+        (roots if certs.is_self_signed(cert) else intermediates).append(cert)  # ends at a root
+    if not roots:
+        raise BadInput(
+            f"{ca_bundle} holds no root (self-signed) certificate to trust",
+            hint="give the root CA's certificate with --ca-bundle, intermediates with --untrusted",
+        )
     result = verify_chain(
         leaf,
-        roots=certs.read_certificates(ca_bundle),
+        roots=roots,
         intermediates=intermediates,
         purpose=purpose,
         at=at,

@@ -151,6 +151,33 @@ def test_cert_verify_is_wired_to_verify_chain(
     assert devid("cert", "verify", str(full), *bundle, "--at", "someday").code == 2
 
 
+def test_cert_verify_trusts_only_the_roots_in_the_bundle_as_openssl_does(
+    devid: Callable[..., Any],
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    root_pem, issuing_pem = make_pki(devid, key_file("ec-p256"), key_file("ec-p256"))
+    leaf = tmp_path / "leaf.pem"
+    csr = _csr(devid, tmp_path, key_file("ec-p256"), "dev-t")
+    ok_json(devid, "cert", "issue", "--ca", "issuing", "--csr", str(csr), "--out", str(leaf))
+
+    def both(path: Path, *bundle: Path) -> tuple[int, int]:
+        """(devid's exit code, openssl verify -CAfile's) with *bundle* as the trusted file."""
+        trusted = tmp_path / "bundle.pem"
+        trusted.write_bytes(b"".join(p.read_bytes() for p in bundle))
+        ours = devid("cert", "verify", str(path), "--ca-bundle", str(trusted)).code
+        theirs = run_tool("openssl", "verify", "-CAfile", str(trusted), str(path), check=False)
+        return ours, theirs.returncode
+
+    assert both(leaf, root_pem, issuing_pem) == (0, 0)  # the intermediate helps build the path
+    assert both(leaf, root_pem, leaf) == (1, 2)  # a certificate in the bundle is not trusted
+    assert both(leaf, issuing_pem)[1] == 2  # openssl: no root; devid: says so, exit 2
+    refused = devid("cert", "verify", str(leaf), "--ca-bundle", str(leaf))
+    assert refused.code == 2
+    assert "holds no root (self-signed) certificate to trust" in one_error_line(refused)
+
+
 def test_help_texts_end_with_examples(devid: Callable[..., Any]) -> None:
     commands = [
         ["ca", "init"], ["ca", "list"], ["ca", "show"], ["csr", "create"], ["csr", "show"],
