@@ -36,7 +36,7 @@ from devid.errors import (
 from devid.fingerprint import ssh_wire_blob
 from devid.fsutil import PUBLIC_MODE, read_input, write_atomic
 from devid.iam import IamSshKeys, SshKey, Status, parse_key_id
-from devid.keys import PublicKey
+from devid.keys import PublicKey, public_key_file
 from devid.loading import parse_public_key
 from devid.pubformat import openssh_line
 from devid.sshconfig import (
@@ -181,7 +181,7 @@ def _held_blob(path: Path, where: str, open_encrypted: OpenEncrypted | None) -> 
     try:
         return ssh_wire_blob(parse_public_key(data, where=where))
     except PassphraseRequired:
-        pub = path.with_name(path.name + ".pub")
+        pub = public_key_file(path)
         if pub.is_file():
             return ssh_wire_blob(parse_public_key(read_input(pub), where=str(pub)))
         if open_encrypted is None:

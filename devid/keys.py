@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 
 import hsm
 from devid.errors import BadInput, DevidError, PassphraseRequired
-from devid.fsutil import PRIVATE_MODE, refuse_existing, write_atomic
+from devid.fsutil import PRIVATE_MODE, PUBLIC_MODE, refuse_existing, write_atomic
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -182,6 +182,8 @@ def generate_key(
 ) -> tuple[PrivateKey, str]:
     """Generate a key into a file (*out*) or on a token (*token* URI + *label*).
 
+    In the OpenSSH format the public key also goes to ``<out>.pub``, as ``ssh-keygen``
+    does (what ``ssh``, ``ssh-add -L`` and ``devid ssh register`` read beside the key).
     Returns the key and its reference (the path, or the key's canonical ``pkcs11:`` URI).
     """
     if (out is None) == (token is None):
@@ -201,9 +203,22 @@ def generate_key(
     if fmt is PrivateFormat.PKCS1 and key_type is KeyType.ED25519:
         raise BadInput("ed25519 keys have no PKCS#1 form; use pkcs8 or openssh")
     refuse_existing(Path(out), force=force)
+    pub = public_key_file(Path(out)) if fmt is PrivateFormat.OPENSSH else None
+    if pub is not None:
+        refuse_existing(pub, force=force)  # both checked before anything is written
     key = key_type.generate()
     write_private_key(key, Path(out), fmt=fmt, passphrase=passphrase, force=force)
+    if pub is not None:
+        line = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        write_atomic(pub, line + b"\n", mode=PUBLIC_MODE, force=force)
     return key, str(out)
+
+
+def public_key_file(private: Path) -> Path:
+    """Where OpenSSH keeps the public half of the private key file *private*."""
+    return private.with_name(private.name + ".pub")
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from devid.cli._common import (
 )
 from devid.errors import BadInput, CheckFailed
 from devid.fingerprint import fingerprints
-from devid.keys import KeyType, PrivateFormat, generate_key, is_token_ref
+from devid.keys import KeyType, PrivateFormat, generate_key, is_token_ref, public_key_file
 from devid.pubformat import PublicFormat, public_bytes, rfc4716_comment
 
 KEY_TYPES = [k.value for k in KeyType]
@@ -77,7 +77,8 @@ def generate(
 
     Token keys are created non-extractable and sensitive; the private half never leaves
     the token. Files are written with mode 0600, atomically, and never overwritten
-    without --force. Prints the key reference.
+    without --force; with --format openssh the public key also goes to FILE.pub (0644),
+    as ssh-keygen does. Prints the key reference.
     """
     kt = KeyType.parse(key_type)
     passphrase = None
@@ -112,12 +113,14 @@ def generate(
         decrypt=purpose == "ec2-windows",
     )
     fp = fingerprints(key_obj.public_key())
+    public_file = str(public_key_file(Path(ref))) if fmt == "openssh" and not token else None
     emit(
         {
             "reference": ref,
             "type": kt.value,
             "token": bool(token),
             "openssh_sha256": fp.openssh_sha256,
+            "public_file": public_file,
         },
         as_json=as_json,
         text=ref,

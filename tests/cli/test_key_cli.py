@@ -120,6 +120,23 @@ def test_generate_openssh_format_read_by_ssh_keygen(
     assert out.read_bytes().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
     assert mode_of(out) == 0o600
     assert ssh_public(ok(devid("key", "public", out)).encode()) == ssh_keygen_y(out)
+    # and the public half beside it, as ssh-keygen writes it
+    pub = tmp_path / "id.pub"
+    assert mode_of(pub) == 0o644
+    assert ssh_public(pub.read_bytes()) == ssh_keygen_y(out)
+    assert ok(devid("key", "check", pub, "--for", "ec2")).strip()
+
+
+def test_generate_openssh_refuses_an_existing_pub_before_writing_anything(
+    devid: Callable[..., Result], tmp_path: Path
+) -> None:
+    out, pub = tmp_path / "id", tmp_path / "id.pub"
+    pub.write_text("someone else's key\n")
+    result = devid("key", "generate", "ed25519", "--out", out, "--format", "openssh")
+    assert result.code == 4 and "id.pub exists" in result.err
+    assert not out.exists() and pub.read_text() == "someone else's key\n"
+    ok(devid("key", "generate", "ed25519", "--out", out, "--format", "openssh", "--force"))
+    assert ssh_public(pub.read_bytes()) == ssh_keygen_y(out)
 
 
 def test_generate_pkcs1(devid: Callable[..., Result], tmp_path: Path) -> None:
@@ -144,7 +161,8 @@ def test_generate_encrypted_with_passphrase_file(
     ok(devid("key", "generate", "rsa-2048", "--out", out, "--format", fmt,
              "--passphrase-file", pass_file))  # fmt: skip
     assert mode_of(out) == 0o600
-    assert sorted(p.name for p in keys.iterdir()) == ["enc"]
+    written = ["enc", "enc.pub"] if fmt == "openssh" else ["enc"]  # no temporary files
+    assert sorted(p.name for p in keys.iterdir()) == written
     if fmt == "pkcs8":
         assert out.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
         der = run_tool("openssl", "pkey", "-in", str(out), "-passin", f"file:{pass_file}",
@@ -182,11 +200,10 @@ def test_generate_json_for_a_file(devid: Callable[..., Result], tmp_path: Path) 
     out = tmp_path / "k"
     data = as_json(devid("key", "generate", "ed25519", "--out", out, "--format", "openssh",
                          "--json"))  # fmt: skip
-    assert set(data) == {"reference", "type", "token", "openssh_sha256"}
+    assert set(data) == {"reference", "type", "token", "openssh_sha256", "public_file"}
     assert (data["reference"], data["type"], data["token"]) == (str(out), "ed25519", False)
-    pub = tmp_path / "k.pub"
-    pub.write_bytes(run_tool("ssh-keygen", "-y", "-f", str(out)).stdout)
-    line = run_tool("ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)).stdout.decode()
+    assert data["public_file"] == str(tmp_path / "k.pub")
+    line = run_tool("ssh-keygen", "-l", "-E", "sha256", "-f", data["public_file"]).stdout.decode()
     assert data["openssh_sha256"] == line.split()[1]
 
 
