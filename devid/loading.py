@@ -28,6 +28,8 @@ PassphraseSource = Callable[[], bytes]
 _SUPPORTED_PRIVATE = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
 _SUPPORTED_PUBLIC = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
 _WRONG_PASSPHRASE = ("password", "decrypt", "checksum")
+#: How encrypted PEM keys announce themselves: RFC 1421 header, PKCS#8 EncryptedPrivateKeyInfo
+_ENCRYPTED_PEM = (b"Proc-Type: 4,ENCRYPTED", b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
 _RFC4716 = re.compile(
     rb"---- BEGIN SSH2 PUBLIC KEY ----\r?\n(?P<body>.*?)---- END SSH2 PUBLIC KEY ----", re.S
 )
@@ -93,6 +95,10 @@ def parse_private_key(
             # "Corrupt data: broken checksum" for an OpenSSH key decrypted with the wrong one.
             if passphrase is not None and any(w in str(exc).lower() for w in _WRONG_PASSPHRASE):
                 raise BadInput(f"{where}: wrong passphrase") from exc
+            if passphrase is not None and any(mark in data for mark in _ENCRYPTED_PEM):
+                # A wrong passphrase passes the CBC padding check by chance (about 1 in 250)
+                # and the garbage it decrypts to does not parse as a key.
+                raise BadInput(f"{where}: wrong passphrase (or a damaged file)") from exc
     raise BadInput(f"{where} is not a private key devid can read (PEM, DER, OpenSSH or PPK)")
 
 

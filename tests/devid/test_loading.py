@@ -537,3 +537,25 @@ def test_an_openssh_key_in_a_cipher_cryptography_lacks_says_so(tmp_path: Path, c
         load_signing_key(str(path), passphrase=PASSPHRASE)
     assert info.value.message == f"{path}: encrypted with {cipher}, a cipher devid cannot read"
     assert info.value.hint == "re-encrypt it: ssh-keygen -p -Z aes256-ctr -f FILE"
+
+
+@pytest.mark.parametrize(
+    "fmt", [serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8]
+)
+def test_a_wrong_passphrase_that_gets_past_the_padding_check_is_still_a_wrong_passphrase(
+    fmt: serialization.PrivateFormat,
+) -> None:
+    # About 1 wrong passphrase in 250 decrypts to valid CBC padding; the garbage then does not
+    # parse as a key. That is still a wrong passphrase, not "not a private key".
+    key = ec.generate_private_key(ec.SECP256R1())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, fmt, serialization.BestAvailableEncryption(PASSPHRASE)
+    )
+    messages = set()
+    for n in range(5000):  # none past the padding in 5000 tries: p < 1e-8
+        with pytest.raises(BadInput) as info:
+            parse_private_key(data, passphrase=f"wrong {n}".encode(), where="k.pem")
+        messages.add(info.value.message)
+        if len(messages) == 2:
+            break
+    assert messages == {"k.pem: wrong passphrase", "k.pem: wrong passphrase (or a damaged file)"}
