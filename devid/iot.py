@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -184,8 +185,16 @@ def describe_certificate(client: Client, cert_id: str) -> AwsCertificate:
         status=desc["status"],
         local_id=local,
         ca_certificate_id=desc.get("caCertificateId"),
-        created=str(desc["creationDate"]) if desc.get("creationDate") else None,
+        created=_iso_utc(desc.get("creationDate")),
     )
+
+
+def _iso_utc(when: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC, as devid prints every time (boto3 gives an aware datetime)."""
+    if when is None:
+        return None
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).isoformat()
 
 
 def find_certificate(client: Client, cert: x509.Certificate) -> AwsCertificate | None:
@@ -243,19 +252,44 @@ def check_csr(csr: x509.CertificateSigningRequest) -> None:
     check_key(_public_key(csr), whose="the CSR's")
 
 
+class LeftInAws(DevidError):
+    """A step after AWS IoT created a certificate failed, and deleting it again failed too.
+
+    *certificate* is what is left in AWS IoT, *kept* whether *keep* had run; the exit code
+    is the failed step's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        certificate: AwsCertificate,
+        kept: bool,
+        exit_code: int,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.certificate = certificate
+        self.kept = kept
+        self.exit_code = exit_code
+
+
 def create_from_csr(
     client: Client,
     csr: x509.CertificateSigningRequest,
     *,
     activate: bool,
     keep: Callable[[x509.Certificate], object] | None = None,
+    discard: Callable[[x509.Certificate], object] | None = None,
 ) -> tuple[x509.Certificate, AwsCertificate]:
     """CreateCertificateFromCsr, keeping the result only if it certifies the CSR's key.
 
     The certificate is created INACTIVE. A certificate for another key (moto signs one for a
     key of its own) is deleted from AWS IoT again and reported as an error. Otherwise
-    *keep(cert)* runs (e.g. writes the file); if it fails, the certificate is deleted too.
-    Only then, with *activate*, is it set ACTIVE.
+    *keep(cert)* runs (e.g. writes the file) and then, with *activate*, it is set ACTIVE.
+    If keeping or activating fails, the certificate is deleted from AWS IoT again and, if
+    *keep* had run, *discard(cert)* undoes it (e.g. removes the file); the error, of the
+    failed step's kind, says so. If deleting fails too, :class:`LeftInAws` says what is left.
     """
     check_csr(csr)
     pem = csr.public_bytes(serialization.Encoding.PEM).decode()
@@ -275,34 +309,77 @@ def create_from_csr(
             "AWS returned a certificate for a different key than the CSR's; not installed",
             hint=_removed(client, made.certificate_id),
         )
+    kept = False
     try:
         if keep is not None:
             keep(cert)
+            kept = True
+        if activate:
+            _activate(client, made.certificate_id)
     except DevidError as exc:
-        raise type(exc)(exc.message, hint=_removed(client, made.certificate_id)) from exc
+        raise _taken_back(client, cert, made, exc, kept=kept, discard=discard) from exc
+    except BaseException:  # interrupted: take back what can be, quickly
+        if _remove_quietly(client, made.certificate_id) is None and kept and discard:
+            discard(cert)
+        raise
     if activate:
-        set_status(client, made.certificate_id, CertStatus.ACTIVE)
         made = AwsCertificate(made.certificate_id, made.arn, "ACTIVE", made.local_id)
     return cert, made
 
 
+def _activate(client: Client, cert_id: str) -> None:
+    try:
+        set_status(client, cert_id, CertStatus.ACTIVE)
+    except DevidError as exc:
+        raise type(exc)(f"activating certificate {cert_id} failed: {exc}") from exc
+
+
+def _taken_back(
+    client: Client,
+    cert: x509.Certificate,
+    made: AwsCertificate,
+    exc: DevidError,
+    *,
+    kept: bool,
+    discard: Callable[[x509.Certificate], object] | None,
+) -> DevidError:
+    """The error for *exc*, once *made* is deleted from AWS IoT again and *discard* ran."""
+    cert_id = made.certificate_id
+    undo = _remove_quietly(client, cert_id)
+    if undo is None:
+        if kept and discard is not None:
+            discard(cert)
+        return type(exc)(str(exc), hint=_removed_text(cert_id, gone=True))
+    return LeftInAws(
+        f"{exc}; deleting it from AWS IoT again failed too ({undo}), "
+        f"so certificate {cert_id} is left there, INACTIVE",
+        certificate=made,
+        kept=kept,
+        exit_code=exc.exit_code,
+        hint=f"'devid iot status {cert_id} active' activates it, or delete it in AWS IoT",
+    )
+
+
 def _removed(client: Client, cert_id: str) -> str:
     """Delete *cert_id* from AWS IoT and say whether that worked."""
-    gone = _remove_quietly(client, cert_id)
+    return _removed_text(cert_id, gone=_remove_quietly(client, cert_id) is None)
+
+
+def _removed_text(cert_id: str, *, gone: bool) -> str:
     return f"certificate {cert_id} " + (
         "was deleted from AWS IoT" if gone else "is left INACTIVE in AWS IoT; delete it"
     )
 
 
-def _remove_quietly(client: Client, cert_id: str) -> bool:
-    """Deactivate and delete *cert_id*; True when it is gone."""
+def _remove_quietly(client: Client, cert_id: str) -> DevidError | None:
+    """Deactivate and delete *cert_id*; None when it is gone, else why deleting failed."""
     with contextlib.suppress(DevidError):
         call(client, "update_certificate", certificateId=cert_id, newStatus="INACTIVE")
     try:
         call(client, "delete_certificate", certificateId=cert_id, forceDelete=True)
-    except DevidError:
-        return False
-    return True
+    except DevidError as exc:
+        return exc
+    return None
 
 
 def set_status(client: Client, cert_id: str, status: CertStatus) -> str:

@@ -20,7 +20,7 @@ from devid.cli._common import aws_options, emit, examples, json_option, passphra
 from devid.cli._common import warn as warning
 from devid.cli._pki import key_loader, store_from, store_option
 from devid.cli.iot import iot
-from devid.errors import BadInput, CheckFailed, Conflict, NotFound
+from devid.errors import BadInput, CheckFailed, Conflict, DevidError, NotFound
 from devid.fsutil import PUBLIC_MODE, read_input, refuse_existing, refuse_unwritable, write_atomic
 from devid.pki import certs
 from devid.pki.ca import CertificateAuthority, load_ca
@@ -214,18 +214,61 @@ def register_ca(
 def _issuer(
     store: Store, cert: x509.Certificate, ca_name: str | None, without_ca: bool
 ) -> tuple[str | None, str | None]:
-    """(CA name, inventory serial): from --ca, or the inventory when neither option is given."""
+    """(CA name, inventory serial): from --ca, else the CA the inventory recorded for it.
+
+    --without-ca changes how the certificate is registered, not who issued it: the
+    inventory's CA is still recorded.
+    """
     if ca_name and without_ca:
         raise BadInput("give --ca NAME or --without-ca, not both")
     record = store.get_certificate(certs.serial_hex(cert.serial_number))
     if record is not None and record.aws_iot_id != aws_iot.certificate_id(cert):
         record = None
     serial = record.serial if record is not None else None
-    if ca_name or without_ca:
+    if ca_name:
         return ca_name, serial
-    if record is None:
+    if record is None and not without_ca:
         raise BadInput("the certificate is not in the inventory: give --ca NAME or --without-ca")
-    return record.ca, serial
+    return (record.ca if record is not None else None), serial
+
+
+def _ca_mode(store: Store, iot_client: Any, name: str) -> str | None:
+    """CA *name*'s certificate mode in AWS IoT; None if not registered there or not known.
+
+    DescribeCACertificate reports certificateMode (moto leaves it out); failing that, the
+    mode devid recorded when it registered the CA under the ARN AWS reports.
+    """
+    record = store.get_ca(name)
+    if record is None:
+        return None
+    ca_id = aws_iot.certificate_id(certs.load_certificates(record.pem.encode())[0])
+    try:
+        desc = aws_iot.call(
+            iot_client,
+            "describe_ca_certificate",
+            what=f"CA certificate {ca_id}",
+            certificateId=ca_id,
+        )["certificateDescription"]
+    except NotFound:
+        return None
+    if desc.get("certificateMode"):
+        return str(desc["certificateMode"])
+    recorded = [
+        r.mode
+        for r in store.iot_registrations(certificate_id=ca_id)
+        if r.kind == "ca" and r.arn == desc.get("certificateArn")
+    ]
+    return recorded[-1] if recorded else None
+
+
+def _check_without_ca(store: Store, iot_client: Any, issuer: str) -> None:
+    """--without-ca needs the issuing CA in SNI_ONLY mode (or not registered at all)."""
+    if _ca_mode(store, iot_client, issuer) == iot_ca.CaMode.DEFAULT.value:
+        raise BadInput(
+            f"the certificate's CA {issuer} is registered in AWS IoT in DEFAULT mode; "
+            "--without-ca needs it in SNI_ONLY mode",
+            hint=f"register the certificate with its CA (--ca {issuer}) instead",
+        )
 
 
 @iot.command("register-cert")
@@ -258,15 +301,19 @@ def register_cert(
 
     With --ca the CA must be registered (devid iot register-ca) and must have signed the
     certificate directly; with --without-ca it is registered on its own (the CA's mode must
-    then be SNI_ONLY). With neither, the CA is the one the inventory recorded for it. The
-    key must suit AWS IoT: RSA >= 2048 or EC P-256/P-384/P-521.
+    then be SNI_ONLY: refused, exit 2, when the issuing CA the inventory knows is registered
+    in DEFAULT mode). With neither, the CA is the one the inventory recorded for it; the
+    inventory's CA is recorded with --without-ca too. The key must suit AWS IoT: RSA >= 2048
+    or EC P-256/P-384/P-521.
     """
     cert = certs.read_certificate(path)
     with store_from(store_url) as store:
         issuer, serial = _issuer(store, cert, ca_name, without_ca)
-        ca_cert = load_ca(issuer).certificate if issuer else None
+        ca_cert = load_ca(issuer).certificate if issuer and not without_ca else None
         aws_iot.check_key(cert.public_key())  # type: ignore[arg-type]
         iot_client = _client(profile, region, endpoint_url)
+        if without_ca and issuer:
+            _check_without_ca(store, iot_client, issuer)
         if ca_cert is not None and iot_ca.find_ca(iot_client, ca_cert) is None:
             raise NotFound(
                 f"CA {issuer} is not registered in AWS IoT",
@@ -323,23 +370,58 @@ def create_from_csr(
     EC P-256/P-384/P-521, never Ed25519); nothing is sent otherwise. The certificate AWS
     returns must carry the CSR's key: if it does not, it is deleted from AWS IoT again,
     nothing is written and the command fails (exit 1). It is created INACTIVE and
-    activated (--activate) only after it was written.
+    activated (--activate) only after it was written; if writing or activating fails, it is
+    deleted from AWS IoT again and nothing is written (with --force, the old --out is put
+    back). Should that deletion fail too, the certificate is left INACTIVE: the file and an
+    inventory record say what is there, and the error says so.
     """
     refuse_existing(out, force=force)
     csr = certs.read_csr(csr_path)
     aws_iot.check_csr(csr)
     iot_client = _client(profile, region, endpoint_url)
+    previous = out.read_bytes() if force and out.is_file() else None
 
     def write(cert: x509.Certificate) -> None:
         write_atomic(out, certs.pem(cert), mode=PUBLIC_MODE, force=force)
 
+    def unwrite(cert: x509.Certificate) -> None:  # AWS IoT deleted it again: write nothing
+        if previous is None:
+            out.unlink(missing_ok=True)
+        else:
+            write_atomic(out, previous, mode=PUBLIC_MODE, force=True)
+
     with store_from(store_url) as store:
-        _, aws = aws_iot.create_from_csr(iot_client, csr, activate=activate, keep=write)
+        try:
+            _, aws = aws_iot.create_from_csr(
+                iot_client, csr, activate=activate, keep=write, discard=unwrite
+            )
+        except aws_iot.LeftInAws as exc:
+            raise _recorded_left(store, exc, out) from exc
         detail = {"arn": aws.arn, "status": aws.status, "path": str(out)}
         _record(store, aws.registration(), Event("iot.create-from-csr", detail=detail))
     _mismatch_warning(aws)
     data = {"path": str(out), **aws.as_dict()}
     emit(data, as_json=as_json, text=[f"wrote {out}", *_id_lines(aws)])
+
+
+def _recorded_left(store: Store, exc: aws_iot.LeftInAws, out: Path) -> aws_iot.LeftInAws:
+    """Record the certificate left in AWS IoT (and the file written) and say so."""
+    aws = exc.certificate
+    path = str(out) if exc.kept else None
+    detail = {"arn": aws.arn, "status": aws.status, "path": path, "error": exc.message}
+    try:
+        _record(store, aws.registration(), Event("iot.create-from-csr", detail=detail))
+        recorded = "recorded it in the inventory"
+    except DevidError as failed:
+        recorded = f"recording it in the inventory failed ({failed})"
+    wrote = f"wrote {out} and " if exc.kept else ""
+    return aws_iot.LeftInAws(
+        f"{exc.message}; {wrote}{recorded}",
+        certificate=aws,
+        kept=exc.kept,
+        exit_code=exc.exit_code,
+        hint=exc.hint,
+    )
 
 
 # status -------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Helpers for the AWS IoT API tests: CAs and device certificates made through devid's CLI
 (so the inventory knows them), certificates made by openssl (so devid's answers are checked
 against another tool), the AWS IoT id as openssl computes it, and an inventory snapshot read
-with sqlite3 directly.
+with sqlite3 directly. Stand-ins for the two things moto does not do as AWS does: sign the
+CSR's own key (:class:`SigningIot`), and fail an operation on cue (:class:`FailingIot`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import sqlite3
@@ -14,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import Result, run_tool
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 Devid = Callable[..., Result]
 
@@ -129,3 +135,62 @@ def free_endpoint(monkeypatch: pytest.MonkeyPatch) -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+class SigningIot:
+    """moto's client, but CreateCertificateFromCsr certifies the CSR's own key, as AWS does.
+
+    The certificate is signed here with cryptography and registered in moto without a CA,
+    so every other call (UpdateCertificate, DescribeCertificate) still goes to moto.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "stand-in AWS CA")])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def create_certificate_from_csr(
+        self, *, certificateSigningRequest: str, setAsActive: bool
+    ) -> dict[str, Any]:
+        csr = x509.load_pem_x509_csr(certificateSigningRequest.encode())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self._name)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(self._key, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        status = "ACTIVE" if setAsActive else "INACTIVE"
+        made = self._real.register_certificate_without_ca(certificatePem=pem, status=status)
+        return {**made, "certificatePem": pem}
+
+
+class FailingIot(SigningIot):
+    """:class:`SigningIot` whose operations named in ``failing`` fail as AWS IoT fails when
+    it has a problem of its own (HTTP 500, InternalFailure); clear ``failing`` to recover.
+    """
+
+    def __init__(self, real: Any, *failing: str) -> None:
+        super().__init__(real)
+        self.failing = set(failing)
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.failing:
+            return getattr(self._real, name)
+
+        def fail(**params: Any) -> Any:
+            self.calls.append(name)
+            error = {"Code": "InternalFailure", "Message": f"{name} is failing on purpose"}
+            meta = {"HTTPStatusCode": 500}
+            raise ClientError({"Error": error, "ResponseMetadata": meta}, name)
+
+        return fail

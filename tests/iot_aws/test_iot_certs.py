@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from conftest import MotoServer
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from iot_aws_support import (
     Devid,
+    SigningIot,
     free_endpoint,
     issue_device,
     make_ca,
@@ -114,9 +114,67 @@ def test_register_cert_without_ca(
         devid, "iot", "register-cert", str(cert), "--without-ca", "--activate", *moto.aws_args()
     )
     assert out["aws_iot_certificate_id"] == openssl_iot_id(cert) == out["aws_certificate_id"]
-    assert out["ca"] is None and out["ca_certificate_id"] is None
+    assert out["ca"] == "sni"  # the issuer the inventory knows, though registered without it
+    assert out["ca_certificate_id"] is None
     listed = _listed(moto)
     assert [(c["certificateId"], c["status"]) for c in listed] == [(openssl_iot_id(cert), "ACTIVE")]
+    [row] = [r for r in registrations(pki_home) if r["kind"] == "certificate"]
+    assert (row["certificate_id"], row["ca"], row["serial"]) == (
+        openssl_iot_id(cert),
+        "sni",
+        out["serial"],
+    )
+
+
+def test_register_cert_without_ca_records_an_unregistered_issuer(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    openssl_key: Callable[[str], Path],
+) -> None:
+    """The issuing CA is in the inventory but not in AWS IoT: registered, issuer recorded."""
+    make_ca(devid, "root", key_file("ec-p256"))
+    cert = issue_device(devid, "root", openssl_key("ec-p256"), "dev3", tmp_path / "dev3.pem")
+    out = ok_json(devid, "iot", "register-cert", str(cert), "--without-ca", *moto.aws_args())
+    assert (out["ca"], out["ca_certificate_id"], out["status"]) == ("root", None, "INACTIVE")
+    [row] = registrations(pki_home)
+    assert (row["kind"], row["certificate_id"], row["ca"], row["serial"]) == (
+        "certificate",
+        openssl_iot_id(cert),
+        "root",
+        out["serial"],
+    )
+    assert [c["certificateId"] for c in _listed(moto)] == [openssl_iot_id(cert)]
+
+
+def test_register_cert_without_ca_refuses_a_default_mode_issuer(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    fleet: Path,
+    tmp_path: Path,
+    openssl_key: Callable[[str], Path],
+) -> None:
+    """RegisterCertificateWithoutCA is for SNI_ONLY CAs; fleet is registered in DEFAULT mode.
+
+    moto's DescribeCACertificate has no certificateMode: devid's record of the registration
+    (same ARN) says DEFAULT.
+    """
+    cert = issue_device(devid, "fleet", openssl_key("ec-p256"), "sensor-16", tmp_path / "d.pem")
+    described = _iot(moto).describe_ca_certificate(certificateId=openssl_iot_id(fleet))
+    assert described["certificateDescription"]["certificateId"] == openssl_iot_id(fleet)
+    before = snapshot(pki_home)
+    for extra in ([], ["--activate", "--json"]):
+        result = devid("iot", "register-cert", str(cert), "--without-ca", *extra, *moto.aws_args())
+        assert result.code == 2, result.err
+        line = one_error_line(result)
+        assert "CA fleet is registered in AWS IoT in DEFAULT mode" in line
+        assert "--without-ca needs it in SNI_ONLY mode" in line and "--ca fleet" in line
+        assert result.out == ""
+    assert _listed(moto) == []
+    assert snapshot(pki_home) == before
 
 
 def test_register_cert_refusals(
@@ -337,42 +395,6 @@ def test_unreachable_endpoint(
     assert snapshot(pki_home) == before
 
 
-class SigningIot:
-    """moto's client, but CreateCertificateFromCsr certifies the CSR's own key, as AWS does.
-
-    The certificate is signed here with cryptography and registered in moto without a CA,
-    so every other call (UpdateCertificate, DescribeCertificate) still goes to moto.
-    """
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "stand-in AWS CA")])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def create_certificate_from_csr(
-        self, *, certificateSigningRequest: str, setAsActive: bool
-    ) -> dict[str, Any]:
-        csr = x509.load_pem_x509_csr(certificateSigningRequest.encode())
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(csr.subject)
-            .issuer_name(self._name)
-            .public_key(csr.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(self._key, hashes.SHA256())
-        )
-        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        status = "ACTIVE" if setAsActive else "INACTIVE"
-        made = self._real.register_certificate_without_ca(certificatePem=pem, status=status)
-        return {**made, "certificatePem": pem}
-
-
 def test_create_from_csr_keeps_a_certificate_for_the_csr_key(
     moto: MotoServer, tmp_path: Path, openssl_key: Callable[[str], Path]
 ) -> None:
@@ -395,3 +417,24 @@ def test_create_from_csr_keeps_a_certificate_for_the_csr_key(
     assert made.local_id == openssl_iot_id(tmp_path / "kept.pem") == made.certificate_id
     desc = iot.describe_certificate(certificateId=made.certificate_id)["certificateDescription"]
     assert desc["status"] == "ACTIVE" == made.status
+
+
+def test_created_is_iso_8601_in_utc(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    fleet: Path,
+    tmp_path: Path,
+    openssl_key: Callable[[str], Path],
+) -> None:
+    """``created`` is printed like every other devid time: ISO 8601, UTC (not str(datetime))."""
+    cert = issue_device(devid, "fleet", openssl_key("ec-p256"), "sensor-15", tmp_path / "d.pem")
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ok_json(devid, "iot", "register-cert", str(cert), *moto.aws_args())
+    status = ok_json(devid, "iot", "status", str(cert), "active", *moto.aws_args())
+    [listed] = ok_json(devid, "iot", "list", *moto.aws_args())["certificates"]
+    for created in (status["created"], listed["created"]):
+        assert "T" in created and " " not in created, created
+        when = dt.datetime.fromisoformat(created)
+        assert when.utcoffset() == dt.timedelta(0), created
+        assert before <= when <= dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
