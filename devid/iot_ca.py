@@ -141,6 +141,13 @@ def signer_check(store: Store, name: str) -> SignerCheck:
 # JITP ---------------------------------------------------------------------------------------
 
 
+def check_role_arn(role_arn: str) -> str:
+    """*role_arn* if it is an IAM role ARN (``arn:aws:iam::ACCOUNT:role/NAME``), else exit 2."""
+    if not _ROLE_ARN.fullmatch(role_arn):
+        raise BadInput(f"{role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+    return role_arn
+
+
 def registration_config(data: bytes, role_arn: str | None, *, where: str) -> dict[str, str]:
     """``{templateBody, roleArn}`` from a template file (bare or a registrationConfig)."""
     body = jitp.load_template(data, where=where)
@@ -149,9 +156,7 @@ def registration_config(data: bytes, role_arn: str | None, *, where: str) -> dic
         role_arn = doc.get("roleArn") if isinstance(doc, dict) else None
     if not role_arn:
         raise BadInput("a JITP template needs --role-arn (the provisioning role)")
-    if not _ROLE_ARN.fullmatch(role_arn):
-        raise BadInput(f"{role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
-    return jitp.registration_config(body, role_arn)
+    return jitp.registration_config(body, check_role_arn(role_arn))
 
 
 def check_template(template_body: str, store: Store, ca: str) -> list[str]:

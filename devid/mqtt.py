@@ -54,6 +54,8 @@ AWS_IOT_ALPN_443 = "x-amzn-mqtt-ca"
 _STARTUP_ALLOWANCE = 20.0
 _ENDPOINT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+))(?::(?P<port>\d+))?")
 _TOPIC_UNSAFE = re.compile(r"[+#/\x00]")
+#: MQTT strings carry a two-byte length (MQTT 3.1.1 section 1.5.3)
+MAX_TOPIC_BYTES = 65535
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,32 @@ def default_client_id(leaf: x509.Certificate) -> str:
     return value if 0 < len(value) <= 128 else f"devid-check-{secrets.token_hex(4)}"
 
 
+def check_topic(topic: str) -> str:
+    """*topic* if MQTT allows it as a PUBLISH topic name, else exit 2 saying why.
+
+    A topic name is 1 to 65535 bytes of UTF-8 without U+0000 (MQTT 3.1.1 section 1.5.3),
+    and the wildcards ``#`` and ``+`` are for subscription filters only (section 4.7.1):
+    a broker drops the connection of a client that publishes to one.
+    """
+    shown = topic if len(topic) <= 80 else topic[:77] + "..."
+    try:
+        size = len(topic.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadInput(f"topic {shown!r} is not valid UTF-8") from None
+    wildcards = "".join(w for w in "#+" if w in topic)
+    if wildcards:
+        raise BadInput(
+            f"topic {shown!r} contains the wildcard {' and '.join(wildcards)}, which MQTT "
+            "allows only in subscriptions; the test topic is published to",
+            hint="give a plain topic name such as devid/check/dev1",
+        )
+    if "\x00" in topic:
+        raise BadInput(f"topic {shown!r} contains a NUL character, which MQTT does not allow")
+    if not 0 < size <= MAX_TOPIC_BYTES:
+        raise BadInput(f"a topic must be 1 to {MAX_TOPIC_BYTES} bytes of UTF-8, not {size}")
+    return topic
+
+
 def default_topic(client_id: str) -> str:
     safe = client_id if not _TOPIC_UNSAFE.search(client_id) else secrets.token_hex(6)
     return f"devid/check/{safe}"
@@ -185,6 +213,8 @@ def connect_check(
     timeout: float = 30.0,
 ) -> ConnectReport:
     """Run the check within *timeout* seconds in all; raise a DevidError saying why it failed."""
+    if topic is not None:
+        check_topic(topic)
     if isinstance(key, ed25519.Ed25519PrivateKey):
         raise BadInput(ED25519_REFUSED)
     chain = load_chain(cert_path, what="certificate")

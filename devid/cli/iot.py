@@ -12,6 +12,7 @@ from devid import jitp as templates
 from devid.cli._common import emit, examples, json_option
 from devid.errors import BadInput, CheckFailed
 from devid.fsutil import PUBLIC_MODE, read_input, write_atomic
+from devid.iot_ca import check_role_arn
 from devid.mqtt import load_chain
 
 
@@ -134,8 +135,10 @@ def template(
     """
     if not topic_prefix.strip("/") or any(c in topic_prefix for c in "+#$"):
         raise BadInput("--topic-prefix must be a plain topic path such as 'devices'")
+    if role_arn is not None:
+        check_role_arn(role_arn)
     body = templates.starter_template(topic_prefix=topic_prefix.strip("/"))
-    document = templates.registration_config(body, role_arn) if role_arn else body
+    document = body if role_arn is None else templates.registration_config(body, role_arn)
     data = (json.dumps(document, indent=2) + "\n").encode()
     if out is None:
         click.echo(data.decode(), nl=False)

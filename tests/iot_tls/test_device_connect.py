@@ -340,3 +340,54 @@ def test_bad_endpoint_is_bad_input(
     result = devid("device", "connect", "--endpoint", text, "--cert", cert, "--key", key.reference)
     assert result.code == 2
     assert "endpoint" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("a/#", "contains the wildcard #"),
+        ("#", "contains the wildcard #"),
+        ("+", "contains the wildcard +"),
+        ("x/+/y", "contains the wildcard +"),
+        ("+/#", "contains the wildcard # and +"),
+        ("", "must be 1 to 65535 bytes of UTF-8, not 0"),
+        ("a\x00b", "contains a NUL character"),
+        ("x" * 65536, "must be 1 to 65535 bytes of UTF-8, not 65536"),
+        ("caf\udce9", "is not valid UTF-8"),  # a Latin-1 byte from argv, surrogate-escaped
+    ],
+)
+def test_topic_mqtt_cannot_publish_to_is_refused_before_connecting(
+    devid: Callable[..., Result],
+    ca: TestCA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    topic: str,
+    reason: str,
+) -> None:
+    """MQTT 3.1.1 sections 1.5.3 and 4.7: a PUBLISH topic name holds no wildcard and no NUL
+    and is 1..65535 bytes of UTF-8. Refused as bad input; no connection is attempted."""
+    attempts: list[str] = []
+    monkeypatch.setattr("devid.mqtt.preflight_broker", lambda *a, **k: attempts.append("tls"))
+    monkeypatch.setattr("devid.mqtt.run_in_child", lambda *a, **k: attempts.append("mqtt"))
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_path = tmp_path / "device.key"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert = device(ca, key, "dev-topic")
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # nothing may connect here
+        listener.setblocking(False)
+        endpoint = f"127.0.0.1:{listener.getsockname()[1]}"
+        args = ["--endpoint", endpoint, "--cert", cert, "--key", key_path, "--ca-file", ca.path]
+        result = devid("device", "connect", *args, "--topic", topic, "--timeout", "5")
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert result.code == 2, result.err
+    line = one_line_error(result)
+    assert reason in line and "publish and subscribe" not in line
+    assert result.out == ""
+    assert attempts == []

@@ -308,3 +308,26 @@ def test_starter_template_registration_config(
     path = write_json(tmp_path / "reg.json", wrapper)
     good = cert_with(ca, "good.pem", "sensor-0044", serialNumber="0044")
     assert devid("iot", "jitp", "check", path, "--cert", good).code == 0
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        "bogus",
+        "",
+        "arn:aws:iam::123456789012:user/JITPRole",  # a user, not a role
+        "arn:aws:iam::12345:role/JITPRole",  # the account id is 12 digits
+        "arn:aws:iot:us-east-1:123456789012:role/JITPRole",
+    ],
+)
+def test_starter_template_refuses_what_is_not_a_role_arn(
+    devid: Callable[..., Result], tmp_path: Path, role: str
+) -> None:
+    """The same check register-ca makes of --role-arn, before anything is written."""
+    out = tmp_path / "reg.json"
+    for extra in ([], ["--out", str(out)]):
+        result = devid("iot", "jitp", "template", "--role-arn", role, *extra)
+        assert result.code == 2, result.err
+        assert f"{role!r} is not an IAM role ARN" in error_line(result)
+        assert result.out == ""
+    assert not out.exists()
