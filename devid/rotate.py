@@ -385,11 +385,7 @@ def _renew(
 ) -> tuple[RotationAction, CertRecord]:
     ca, ca_key = ctx.ca(record.ca)
     old_cert = certs.record_certificate(record)
-    if ca.certificate.not_valid_after_utc <= record.not_after:
-        raise CheckFailed(
-            f"CA {ca.name!r} expires {ca.certificate.not_valid_after_utc:%Y-%m-%d}, no later "
-            f"than certificate {record.serial}; renew the CA first"
-        )
+    cut_short = _ca_lifetime_check(ca, record, ctx.options)
     assert record.key_ref is not None  # _precheck
     key = ctx.loader(record.key_ref)
     if key.public_key() != old_cert.public_key():
@@ -416,8 +412,32 @@ def _renew(
         new_not_after=issued.record.not_after,
         new_key_ref=new_ref,
         old_key_kept=record.key_ref if new_key is not key else None,
+        reason=cut_short,
     )
     return action, issued.record
+
+
+def _ca_lifetime_check(
+    ca: CertificateAuthority, record: CertRecord, options: RotationOptions
+) -> str | None:
+    """Refuse a renewal the CA's expiry would cut so short that it is due again at once (the
+    next run would renew it again, forever); else say when it is cut short, or None."""
+    ca_end = ca.certificate.not_valid_after_utc
+    days = options.days or _lifetime_days(record)
+    now = utcnow()
+    try:
+        wanted = now + dt.timedelta(days=days)
+    except OverflowError:
+        wanted = dt.datetime.max.replace(tzinfo=dt.UTC)
+    if ca_end >= wanted:
+        return None
+    due_at_once, _ = renewal_due(now, ca_end, options.threshold, now)
+    if due_at_once or ca_end <= record.not_after:
+        raise CheckFailed(
+            f"CA {ca.name!r} expires {ca_end:%Y-%m-%d}: a renewal of certificate "
+            f"{record.serial} would end then and be due again at once; renew the CA first"
+        )
+    return f"valid only until CA {ca.name} expires ({ca_end:%Y-%m-%d}), not {days} days"
 
 
 def _issue(
@@ -506,6 +526,7 @@ def _after_exec(ctx: _Context, action: RotationAction, new: CertRecord) -> Rotat
     if not ctx.options.exec_command:
         return action
     code, reason, exit_code = _reload(ctx, new)
+    reason = "; ".join(r for r in (action.reason, reason) if r) or None
     return _replace(action, reason=reason, exit_code=exit_code, exec_returncode=code)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from cryptography import x509
 
-from devid.cli._common import emit, examples, json_option, passphrase_file_option
+from devid.cli._common import emit, examples, json_option, passphrase_file_option, warn
 from devid.cli._pki import days_option, key_loader, store_from, store_option
 from devid.durations import parse_duration, parse_instant, utcnow
 from devid.errors import BadInput, CheckFailed
@@ -108,6 +108,11 @@ def issue_(
             chain=chain,
             loader=key_loader(passphrase_file),
         )
+    ca_end = authority.certificate.not_valid_after_utc
+    if issued.record.not_after >= ca_end:  # issuance never outlives the CA: cut short
+        wanted = days if days is not None else request.profile.days
+        warn(f"CA {ca_name!r} expires {ca_end:%Y-%m-%d}: the certificate is valid until then, "
+             f"not {wanted} days")  # fmt: skip
     data = _record_data(issued.record)
     emit(data, as_json=as_json, text=f"{out} (serial {issued.record.serial})")
 

@@ -476,6 +476,35 @@ def test_a_renewal_that_would_be_due_at_once_is_refused(
     assert ok_json(devid, "rotate", "--before", "30d") == []
 
 
+def test_a_renewal_the_cas_expiry_cuts_short_is_said_or_refused(
+    devid: Callable[..., Any], pki_home: Path, tmp_path: Path, key_file: Callable[[str], Path]
+) -> None:
+    ok_json(devid, "ca", "init", "short-lived", "--key", str(key_file("ec-p256")), "--days", "40")
+    key = key_file("ec-p256")
+    csr = tmp_path / "d.csr"
+    ok_json(devid, "csr", "create", "--key", str(key), "--subject", "CN=d1", "--out", str(csr))
+    cert = tmp_path / "d.pem"
+    issue = ("cert", "issue", "--ca", "short-lived", "--csr", str(csr), "--profile", "client",
+             "--key-ref", str(key), "--out", str(cert))  # fmt: skip
+    cut = devid(*issue, "--days", "90")
+    assert cut.code == 0
+    assert cut.err.startswith("devid: warning: CA 'short-lived' expires ")
+    assert cut.err.rstrip().endswith(": the certificate is valid until then, not 90 days")
+    assert ok_json(devid, *issue, "--days", "10", "--force")["not_after"]
+    rotate = ("rotate", "--ca", "short-lived", "--days", "90")
+
+    # --before 45d: a renewal ending with the CA (40 days) would be due again at once
+    refused = devid(*rotate, "--before", "45d")
+    assert refused.code == 1
+    assert "would end then and be due again at once; renew the CA first" in one_error_line(refused)
+    # --before 5d: worth doing, and the action says it is cut short; the next run is quiet
+    [renewed] = ok_json(devid, *rotate, "--before", "5d", "--at", "+8d")
+    assert renewed["action"] == "renewed"
+    assert "valid only until CA short-lived expires" in renewed["reason"]
+    assert renewed["reason"].endswith(", not 90 days")
+    assert ok_json(devid, *rotate, "--before", "5d") == []
+
+
 def test_a_file_that_now_holds_another_certificate_is_not_replaced(
     devid: Callable[..., Any],
     device_pki: DevicePki,
