@@ -89,6 +89,11 @@ class StaleHandle(TokenFailure):
     changed the token, and handles found before may then be invalid. Finding again helps."""
 
 
+class SessionLost(StaleHandle):
+    """The session is gone: the module was re-initialised meanwhile (to see another
+    process's change to the token). Opening a new session and finding again helps."""
+
+
 class MechanismUnsupported(HsmError):
     """The token does not offer what the operation needs."""
 
@@ -123,6 +128,8 @@ _BY_PKCS11: dict[type[Exception], tuple[type[HsmError], str]] = {
     px.KeyUnextractable: (NotExtractable, "the key is not extractable"),
     px.FunctionNotSupported: (MechanismUnsupported, "the module does not implement this"),
     px.DeviceRemoved: (TokenNotFound, "the token was removed"),
+    px.SessionHandleInvalid: (SessionLost, "the module was re-initialised meanwhile"),
+    px.SessionClosed: (SessionLost, "the module was re-initialised meanwhile"),
     px.ObjectHandleInvalid: (StaleHandle, "the token's objects changed meanwhile"),
     px.KeyHandleInvalid: (StaleHandle, "the token's objects changed meanwhile"),
 }

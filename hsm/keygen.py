@@ -20,7 +20,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from hsm.errors import KeyExists, translate
 from hsm.keys import TokenPrivateKey, token_key
 from hsm.module import TOKEN_LOCK
-from hsm.objects import TokenKeyHandle, search_template
+from hsm.objects import TokenKeyHandle, retry_stale, search_template
 from hsm.session import find_token, session_for
 from hsm.uri import Pkcs11Uri
 
@@ -65,6 +65,14 @@ def _templates(label: str, key_id: bytes, *, decrypt: bool) -> tuple[dict[Any, A
         Attribute.WRAP: False,
     }
     return public, private
+
+
+def _has_private_key(session: pkcs11.Session, key_id: bytes) -> bool:
+    try:
+        wanted = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id}
+        return any(True for _ in session.get_objects(wanted))
+    except px.PKCS11Error as exc:
+        raise translate(exc, "looking for the new key") from exc
 
 
 def _generate(session: pkcs11.Session, spec: TokenKeySpec, pub: Any, priv: Any) -> None:
@@ -141,17 +149,24 @@ def generate_keypair(
 def _generate_keypair(
     uri: Pkcs11Uri, spec: TokenKeySpec, *, label: str, replace: bool, decrypt: bool, lone: bool
 ) -> TokenPrivateKey:
-    session = session_for(uri)
+    # Finding the token may re-initialise the module (another process rewrote the token
+    # file), which ends every session: so it comes first, and each step below asks for its
+    # session itself and is tried again if the session was lost all the same.
     token = find_token(uri)
     by_label = uri.with_(object_label=label, id=None, type=None)
-    with TOKEN_LOCK:
-        try:
-            labelled = [
-                (obj.object_class, bytes(obj[Attribute.ID] or b""))
-                for obj in session.get_objects({Attribute.LABEL: label})  # one search, all classes
-            ]
-        except px.PKCS11Error as exc:
-            raise translate(exc, f"looking for objects labelled {label!r}") from exc
+
+    def search() -> list[tuple[Any, bytes]]:
+        session = session_for(uri)
+        with TOKEN_LOCK:
+            try:
+                return [
+                    (obj.object_class, bytes(obj[Attribute.ID] or b""))
+                    for obj in session.get_objects({Attribute.LABEL: label})  # all classes
+                ]
+            except px.PKCS11Error as exc:
+                raise translate(exc, f"looking for objects labelled {label!r}") from exc
+
+    labelled = retry_stale(search)
     old_ids = {key_id for cls, key_id in labelled if cls == ObjectClass.PRIVATE_KEY}
     if old_ids and not replace:
         raise KeyExists(
@@ -162,14 +177,23 @@ def _generate_keypair(
         old_ids = {key_id for cls, key_id in labelled if cls == ObjectClass.PUBLIC_KEY}
     key_id = os.urandom(16)
     pub, priv = _templates(label, key_id, decrypt=decrypt)
-    with TOKEN_LOCK:
-        try:
-            _generate(session, spec, pub, priv)
-        except px.PKCS11Error as exc:
-            raise translate(exc, f"generating {spec.algorithm} key {label!r}") from exc
+    tried: list[bool] = []
+
+    def generate() -> None:
+        session = session_for(uri)
+        with TOKEN_LOCK:
+            if tried and _has_private_key(session, key_id):
+                return  # the session was lost after the token made the pair: it is there
+            tried.append(True)
+            try:
+                _generate(session, spec, pub, priv)
+            except px.PKCS11Error as exc:
+                raise translate(exc, f"generating {spec.algorithm} key {label!r}") from exc
+
+    retry_stale(generate)
     for old_id in old_ids:  # only now: a failed generation must not lose the old key
         # Label and old CKA_ID: never the new pair, nor another key sharing a reused id.
-        delete_objects(session, by_label.with_(id=old_id))
+        delete_objects(session_for(uri), by_label.with_(id=old_id))
     handle = TokenKeyHandle(
         uri=uri.with_(type=None), key_id=key_id, label=label, token_label=token.label
     )

@@ -92,6 +92,14 @@ def library(module_path: str | None = None) -> Lib:
         return lib
 
 
+def forget_sessions() -> None:
+    """Open every session anew from now on: a session the module no longer knows was met
+    (the module is re-initialised at its next use, as after :func:`refresh`)."""
+    global _generation
+    with TOKEN_LOCK:
+        _generation += 1
+
+
 def refresh(module_path: str | None = None) -> None:
     """Re-initialise the module so it sees tokens created by other processes since loading.
 

@@ -12,8 +12,15 @@ from asn1crypto import core
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsm.errors import AmbiguousKey, KeyNotFound, MechanismUnsupported, StaleHandle, translate
-from hsm.module import TOKEN_LOCK, generation
+from hsm.errors import (
+    AmbiguousKey,
+    KeyNotFound,
+    MechanismUnsupported,
+    SessionLost,
+    StaleHandle,
+    translate,
+)
+from hsm.module import TOKEN_LOCK, forget_sessions, generation
 from hsm.session import session_for
 from hsm.uri import Pkcs11Uri
 
@@ -146,13 +153,17 @@ _STALE_ATTEMPTS = 3
 
 
 def retry_stale(call: Callable[[], T], *, forget: Callable[[], None] | None = None) -> T:
-    """*call()*, called again (after *forget()*) when it met a :class:`StaleHandle`."""
+    """*call()*, called again (after *forget()*) when it met a :class:`StaleHandle`; after
+    a lost session (the module re-initialised), with new sessions."""
     for attempt in range(1, _STALE_ATTEMPTS + 1):
+        seen = generation()
         try:
             return call()
-        except StaleHandle:
+        except StaleHandle as exc:
             if attempt == _STALE_ATTEMPTS:
                 raise
+            if isinstance(exc, SessionLost) and generation() == seen:
+                forget_sessions()  # lost without a refresh here: do not reuse the session
             if forget is not None:
                 forget()
     raise AssertionError("unreachable")

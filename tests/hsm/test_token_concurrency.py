@@ -266,3 +266,41 @@ def test_fork_while_another_thread_is_inside_the_module(token_keys: dict[str, An
     assert status == "ok", value
     for signature in value:
         verify(key.public_key(), signature, b"forked under a held lock")
+
+
+# --- a module refresh between two steps of one operation -------------------------------------
+
+
+def _refresh_at_scan(monkeypatch: pytest.MonkeyPatch, at: int) -> list[int]:
+    """Re-initialise the module during the *at*-th token scan, as a scan does when another
+    process is rewriting the token file (provisioning workers): sessions opened before that
+    are gone, and the operation in progress must open new ones."""
+    import hsm.keygen
+    import hsm.session
+    from hsm.module import refresh
+
+    real = hsm.session.find_token
+    scans: list[int] = []
+
+    def scan(uri: Any) -> Any:
+        scans.append(1)
+        if len(scans) == at:
+            refresh(uri.module_path)
+        return real(uri)
+
+    monkeypatch.setattr(hsm.session, "find_token", scan)
+    monkeypatch.setattr(hsm.keygen, "find_token", scan)
+    return scans
+
+
+@pytest.mark.parametrize("at", range(1, 8))
+def test_generate_load_and_sign_survive_a_refresh_at_any_token_scan(
+    token_uri: str, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    label = unique("refresh")
+    scans = _refresh_at_scan(monkeypatch, at)
+    made = hsm.generate_keypair(hsm.parse_uri(token_uri), KeyType.EC_P256.token_spec(), label=label)
+    loaded = hsm.load_key(made.reference)
+    verify(made.public_key(), sign(loaded, b"after a refresh"), b"after a refresh")
+    assert len(scans) >= at  # the refresh did happen inside the operations above
+    assert len(hsm.list_keys(hsm.parse_uri(f"{token_uri};object={label}"))) == 2  # one pair
