@@ -312,7 +312,8 @@ class SqliteStore:
                     self._db.execute("BEGIN IMMEDIATE")
                     return
                 except sqlite3.Error as exc:
-                    busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+                    code = getattr(exc, "sqlite_errorcode", None)  # extended: BUSY_RECOVERY...
+                    busy = code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
                     if not busy or time.monotonic() >= deadline:
                         waited = f" (waited {self._timeout:g} s for another writer)" if busy else ""
                         raise EnvironmentProblem(f"inventory {self.path}: {exc}{waited}") from exc
