@@ -59,7 +59,7 @@ from devid.loading import load_signing_key
 from devid.pki import certs
 from devid.pki.ca import CertificateAuthority, KeyLoader, load_ca
 from devid.pki.csr import build_csr
-from devid.pki.issue import Issued, IssueRequest, check_not_revoked, issue_many
+from devid.pki.issue import Issued, IssueRequest, check_not_revoked, issue_many, recorded
 from devid.pki.profiles import PROFILES, Profile
 from devid.provision import DeviceFiles
 from devid.store import CertQuery, CertRecord, Event, Status, Store
@@ -87,7 +87,8 @@ class Outcome(enum.Enum):
     FAILED = "failed"
 
 
-#: Events recording a reload command that failed after a renewal, and its later success.
+#: Events: a reload command is due for a renewal (recorded with it), it failed, it ran.
+RELOAD_PENDING = "cert.reload-pending"
 RELOAD_FAILED = "cert.reload-failed"
 RELOADED = "cert.reloaded"
 
@@ -392,13 +393,16 @@ def _renew(
         raise CheckFailed(f"the key {record.key_ref} no longer matches certificate {record.serial}")
     undo: Undo = []
     made: list[hsm.Pkcs11Uri] = []  # a new key's URI, from just before it is generated
+    serial: list[str] = []  # the renewal's serial, once it is being installed
     new_key: PrivateKey = key
     try:
         if ctx.options.rekey and isinstance(key, hsm.TokenPrivateKey):
             new_key = _new_token_key(key, made)
         new_ref = getattr(new_key, "reference", record.key_ref)
-        issued = _issue(ctx, record, ca, ca_key, new_key, new_ref, undo)
-    except BaseException:  # Ctrl-C and SIGTERM (devid.cli.Terminated) included
+        issued = _issue(ctx, record, ca, ca_key, new_key, new_ref, undo, serial)
+    except BaseException:  # Ctrl-C and SIGTERM (devid.cli.Stopped) included
+        if serial and recorded(ctx.store, serial[0]):
+            raise  # stopped just after the commit: the renewal stands (its reload is pending)
         _undo(undo)
         for uri in made:
             with contextlib.suppress(HsmError):
@@ -448,6 +452,7 @@ def _issue(
     key: PrivateKey,
     key_ref: str,
     undo: Undo,
+    serial: list[str],
 ) -> Issued:
     old = certs.record_certificate(record)
     csr = build_csr(key, old.subject, sans=certs.sans_of(old))
@@ -463,6 +468,7 @@ def _issue(
 
     def install(items: list[Issued]) -> None:
         new = items[0]
+        serial.append(new.record.serial)
         current = ctx.store.get_certificate(record.serial)
         if current is None or current.status is not Status.ISSUED:
             raise _RenewedMeanwhile(
@@ -473,6 +479,9 @@ def _issue(
         ctx.store.add_event(
             Event("cert.rotate", ca=record.ca, serial=new.record.serial, detail=detail)
         )
+        if ctx.options.exec_command:  # committed with the renewal: run by a later run if
+            # this one stops before it gets to run it
+            ctx.store.add_event(Event(RELOAD_PENDING, ca=record.ca, serial=new.record.serial))
         if ctx.before_install is not None:
             take_back = ctx.before_install(record, new.certificate)
             if take_back is not None:  # runs if the install or the commit fails after it
@@ -515,6 +524,7 @@ def _reload(ctx: _Context, record: CertRecord) -> tuple[int | None, str | None, 
         code, reason, exit_code = None, str(exc), exc.exit_code
     else:
         if code == 0:
+            ctx.store.add_event(Event(RELOADED, ca=record.ca, serial=record.serial))
             return 0, None, 0
         reason, exit_code = f"--exec {command[0]} exited with {code}", 3
     detail = {"command": command[0], "returncode": code}
@@ -531,11 +541,12 @@ def _after_exec(ctx: _Context, action: RotationAction, new: CertRecord) -> Rotat
 
 
 def pending_reloads(store: Store, ca: str | None = None) -> list[CertRecord]:
-    """Current certificates whose --exec failed after their renewal and has not run
-    successfully since, oldest first."""
+    """Current certificates whose reload command has not run successfully since their
+    renewal (it failed, or the run stopped before it), oldest first."""
     done = {e.serial for e in store.events(kind=RELOADED, ca=ca)}
     pending: dict[str, CertRecord] = {}
-    for event in store.events(kind=RELOAD_FAILED, ca=ca):
+    due = [*store.events(kind=RELOAD_PENDING, ca=ca), *store.events(kind=RELOAD_FAILED, ca=ca)]
+    for event in sorted(due, key=lambda e: e.at):
         if event.serial is None or event.serial in done or event.serial in pending:
             continue
         record = store.get_certificate(event.serial)
@@ -554,7 +565,6 @@ def _reload_again(ctx: _Context, record: CertRecord) -> RotationAction:
             Outcome.FAILED, record, renew_at, reason=reason, exit_code=exit_code,
             exec_returncode=code,
         )  # fmt: skip
-    ctx.store.add_event(Event(RELOADED, ca=record.ca, serial=record.serial))
     return _action(Outcome.RELOADED, record, renew_at, exec_returncode=0)
 
 

@@ -4,8 +4,8 @@ Exit codes (DESIGN.md section 4): 0 success; 1 a check failed or a thing was not
 2 bad input or usage; 3 environment (module, token, PIN, network, AWS credentials);
 4 conflict (exists, duplicate, quota). Errors are one line on stderr, never a traceback
 (set ``DEVID_DEBUG=1`` to see one), and never contain the parsed arguments, which may
-hold secrets. SIGTERM (``systemctl stop``, ``timeout``, a cancelled CI job) unwinds like
-Ctrl-C — unfinished work is undone, transactions roll back — and exits 143.
+hold secrets. Ctrl-C and SIGTERM (``systemctl stop``, ``timeout``, a cancelled CI job)
+unwind the step in progress — files put back, transactions rolled back — and exit 130 / 143.
 """
 
 from __future__ import annotations
@@ -22,17 +22,29 @@ from devid.errors import DevidError
 from hsm.errors import HsmError, one_line
 
 EXIT_OK, EXIT_CHECK, EXIT_USAGE, EXIT_ENV, EXIT_CONFLICT = 0, 1, 2, 3, 4
-EXIT_TERMINATED = 128 + signal.SIGTERM
+_STOPPED: dict[int, str] = {
+    signal.SIGINT: "interrupted (Ctrl-C)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+}
 
 
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM, so that every ``except BaseException`` /
-    ``finally`` on the way out undoes what it would undo for Ctrl-C."""
+class Stopped(BaseException):
+    """Raised in the main thread on Ctrl-C or SIGTERM, so that every ``except BaseException``
+    / ``finally`` on the way out undoes the step in progress. Not a KeyboardInterrupt: click
+    would turn that into its own two-line "Aborted"."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+        self.message = (
+            f"{_STOPPED.get(signum, f'signal {signum}')}; the step in progress was undone"
+        )
 
 
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut the undo short
-    raise Terminated
+def _on_stop(signum: int, _frame: object) -> None:
+    for each in _STOPPED:  # a second signal must not cut the undo short
+        signal.signal(each, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -45,7 +57,7 @@ def cli() -> None:
     URI such as 'pkcs11:token=factory;object=device-key'.
 
     Exit codes: 0 ok, 1 check failed or not found, 2 bad input, 3 environment, 4 conflict;
-    143 stopped by SIGTERM (unfinished work undone).
+    130 / 143 stopped by Ctrl-C / SIGTERM (the step in progress undone).
     """
 
 
@@ -119,8 +131,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except Terminated:
-        return _fail("terminated (SIGTERM); unfinished work was undone", EXIT_TERMINATED)
+    except Stopped as exc:
+        return _fail(exc.message, exc.exit_code)
     except BrokenPipeError:
         return EXIT_OK
     except (SystemExit, GeneratorExit):
@@ -134,5 +146,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for signum in _STOPPED:
+        signal.signal(signum, _on_stop)
     sys.exit(run())

@@ -8,6 +8,7 @@ the written file are one transaction: if the file cannot be written nothing is r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from devid.durations import utcnow
-from devid.errors import BadInput, CheckFailed, Conflict
+from devid.errors import BadInput, CheckFailed, Conflict, DevidError
 from devid.fsutil import PUBLIC_MODE, refuse_existing, write_atomic
 from devid.keys import PrivateKey, PublicKey
 from devid.pki import certs
@@ -313,15 +314,23 @@ def issue(
     now: dt.datetime | None = None,
     serials: SerialSource = random_serial,
 ) -> Issued:
-    """Issue one certificate; with *out*, write it (and the chain) there atomically."""
+    """Issue one certificate; with *out*, write it (and the chain) there atomically.
+
+    The file is written inside the inventory transaction; if the commit does not happen
+    (an error, Ctrl-C, SIGTERM), the file that was there is put back.
+    """
+    previous: bytes | None = None
     if out is not None:
         refuse_existing(out, force=force)
         request = dataclasses.replace(request, path=str(out.expanduser().resolve()))
+        previous = out.read_bytes() if out.is_file() else None
+    written: list[str] = []
 
     def write(items: list[Issued]) -> None:
         if out is None:
             return
         parts = [items[0].certificate, *(ca.intermediates if chain else ())]
+        written.append(items[0].record.serial)  # before: a stop may land inside the write
         write_atomic(out, b"".join(certs.pem(c) for c in parts), mode=PUBLIC_MODE, force=force)
         # a certificate recorded at this path is no longer installed there: superseded, so
         # rotation does not renew it into the file that now holds another certificate
@@ -330,6 +339,24 @@ def issue(
             if old.serial != items[0].record.serial:
                 store.set_status(old.serial, Status.SUPERSEDED)
 
-    return issue_many(
-        ca, [request], store=store, loader=loader, now=now, serials=serials, before_commit=write
-    )[0]
+    try:
+        return issue_many(
+            ca, [request], store=store, loader=loader, now=now, serials=serials, before_commit=write
+        )[0]
+    except BaseException:
+        if out is not None and written and not recorded(store, written[0]):
+            with contextlib.suppress(OSError, DevidError):
+                if previous is None:
+                    out.unlink(missing_ok=True)
+                else:
+                    write_atomic(out, previous, mode=PUBLIC_MODE, force=True)
+        raise
+
+
+def recorded(store: Store, serial: str) -> bool:
+    """Whether the inventory holds *serial*: after an interruption, tells a certificate whose
+    transaction committed (it stands) from one rolled back (what it changed goes back)."""
+    try:
+        return store.get_certificate(serial) is not None
+    except DevidError:
+        return False

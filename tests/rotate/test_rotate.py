@@ -575,7 +575,7 @@ def test_sigterm_in_the_middle_of_a_renewal_undoes_it(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 143, done.stderr
-    assert done.stderr == "devid: error: terminated (SIGTERM); unfinished work was undone\n"
+    assert done.stderr == "devid: error: terminated (SIGTERM); the step in progress was undone\n"
     assert _device_state(pki_home, device) == before  # old certificate back, new key gone
     # nothing is stuck: the next run renews it
     [action] = ok_json(devid, "rotate", "--before", "30d")
@@ -685,3 +685,104 @@ def test_at_the_end_of_the_calendar_everything_is_due(
     actions = ok_json(devid, "rotate", "--at", "9999-12-31", "--before", "30d", "--dry-run")
     assert device.serial in [a["serial"] for a in actions]
     assert {a["action"] for a in actions} == {"would-renew"}
+
+
+def _run_cli_killed(code_before: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``devid *argv*`` in a fresh process whose code is patched by *code_before* to signal
+    itself at a chosen moment (the console script's signal handling included)."""
+    code = (
+        "import os, signal, sys, time\n"
+        f"{code_before}\n"
+        f"sys.argv = ['devid', *{argv!r}]\n"
+        "from devid.cli import main\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_sigterm_just_after_the_commit_keeps_the_renewal(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    calls = tmp_path / "reloads"
+    reload = f"sh -c 'echo $DEVID_SERIAL >> {calls}'"
+    patch = (
+        "import devid.rotate as rotation\n"
+        "from devid.store import SqliteStore\n"
+        "armed = []\n"
+        "real_install, real_execute = rotation._install, SqliteStore._execute\n"
+        "def install(*args):\n"
+        "    real_install(*args)\n"
+        "    armed.append(True)\n"
+        "def execute(self, sql, params=()):\n"
+        "    done = real_execute(self, sql, params)\n"
+        "    if sql == 'COMMIT' and armed:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(60)\n"
+        "    return done\n"
+        "rotation._install, SqliteStore._execute = install, execute\n"
+    )
+    done = _run_cli_killed(patch, ["rotate", "--before", "30d", "--rekey", "--exec", reload])
+    assert done.returncode == 143, done.stderr
+    rows = {r["status"]: r for r in certificate_rows(pki_home, device.device_id)}
+    new_serial = rows["issued"]["serial"]
+    assert rows["superseded"]["serial"] == device.serial
+    assert openssl_serial(device.certificate_path) == new_serial  # the renewal stands
+    new_label = f"device-{device.device_id}-r2"
+    assert len(_token_certs(new_label)) == 1  # with its key, not deleted by an undo
+    assert not calls.exists()  # the reload never ran: stopped before it
+    [reloaded] = ok_json(devid, "rotate", "--before", "30d", "--exec", reload)
+    assert (reloaded["action"], reloaded["serial"]) == ("reloaded", new_serial)
+    assert calls.read_text().split() == [new_serial]
+    assert ok_json(devid, "rotate", "--before", "30d", "--exec", reload) == []
+
+
+def test_sigterm_while_cert_issue_writes_puts_the_old_file_back(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    out = tmp_path / "svc.pem"
+    first = _file_cert(devid, key_file("ec-p256"), tmp_path, "svc", out, "30")
+    before = out.read_bytes()
+    csr = tmp_path / "svc.csr"
+    patch = (
+        "import devid.pki.issue as issuing\n"
+        "real = issuing.write_atomic\n"
+        "def write(*args, **kw):\n"
+        "    issuing.write_atomic = real  # once: putting the old file back writes too\n"
+        "    real(*args, **kw)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "issuing.write_atomic = write\n"
+    )
+    done = _run_cli_killed(
+        patch,
+        ["cert", "issue", "--ca", "issuing", "--csr", str(csr), "--profile", "client",
+         "--out", str(out), "--force"],
+    )  # fmt: skip
+    assert done.returncode == 143, done.stderr
+    assert out.read_bytes() == before  # the old certificate, as the inventory still says
+    listed = ok_json(devid, "cert", "list", "--ca", "issuing", "--status", "issued")
+    assert [c["serial"] for c in listed if c["path"] == str(out)] == [first["serial"]]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    device_pki: DevicePki, pki_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provision_at(monkeypatch, device_pki, 1, days_ago=340)
+    patch = (
+        "import devid.rotate as rotation\n"
+        "rotation.SLEEP = lambda _s: (os.kill(os.getpid(), signal.SIGINT), time.sleep(60))\n"
+    )
+    done = _run_cli_killed(patch, ["rotate", "--before", "30d", "--jitter", "1h"])
+    assert done.returncode == 130
+    assert done.stderr == "devid: error: interrupted (Ctrl-C); the step in progress was undone\n"
