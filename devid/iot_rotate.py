@@ -12,9 +12,10 @@ The order keeps a device connected whatever fails (DESIGN.md: rotation in AWS):
    step 1 did in AWS IoT is taken back as well (things and policies detached, the new
    certificate deactivated and, when devid registered it, deleted);
 3. :meth:`IotRotation.finish` moves the old certificate to INACTIVE (REVOKED with
-   ``--revoke-old``); if that fails both stay active, which is safe: the failure is
-   recorded and the next ``devid rotate --iot`` run retires the old one first
-   (``retired-in-aws``).
+   ``--revoke-old``); if that fails both stay active, which is safe. That the old one is
+   still to be retired is recorded in step 1, in the renewal's own transaction: if the
+   retirement fails, or the run stops before it (Ctrl-C, SIGTERM, another renewal
+   failing), the next ``devid rotate --iot`` run retires it first (``retired-in-aws``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from devid.pki.ca import load_ca
 from devid.rotate import Outcome, RotationAction
 from devid.store import CertRecord, Event, Store
 
-#: Events: the old certificate could not be retired after a renewal / the move is complete.
-RETIRE_FAILED = "iot.retire-failed"
+#: Events: the old certificate is still to be retired after a renewal / the move is complete.
+RETIRE_PENDING = "iot.retire-pending"
 ROTATED = "iot.rotate"
 
 
@@ -70,10 +71,13 @@ class _PendingRetire:
 class IotRotation:
     """The AWS IoT side of one ``devid rotate --iot`` run."""
 
-    def __init__(self, store: Store, aws: AwsOptions, *, revoke_old: bool) -> None:
+    def __init__(
+        self, store: Store, aws: AwsOptions, *, revoke_old: bool, ca: str | None = None
+    ) -> None:
         self._store = store
         self._client: Any = client("iot", aws)
         self._revoke_old = revoke_old
+        self._ca = ca  # as ``rotate --ca``: only this CA's certificates
         self._moved: dict[str, _Moved] = {}
         self._taken_back: dict[str, str] = {}  # old serial -> what taking back did
         self._pending = self._pending_retires()  # from earlier runs, before this one adds any
@@ -99,6 +103,11 @@ class IotRotation:
         if ca_cert is not None and iot_ca.find_ca(self._client, ca_cert) is None:
             ca_cert = None
         before = self._before(new_cert)
+        # First (it is rolled back with the renewal if anything below fails): the old one
+        # is to be retired once the new one is installed, by this run or the next.
+        detail = {"replaces": record.serial, "revoke_old": self._revoke_old}
+        new_serial = certs.serial_hex(new_cert.serial_number)
+        self._store.add_event(Event(RETIRE_PENDING, ca=record.ca, serial=new_serial, detail=detail))
         steps = aws_iot.rotate_in_aws(
             self._client, old_cert=old, new_cert=new_cert, ca_cert=ca_cert,
             revoke_old=self._revoke_old, retire=False,
@@ -170,7 +179,7 @@ class IotRotation:
                 self._client, old_cert=moved.old, new_cert=moved.new, revoke_old=self._revoke_old
             )
         except DevidError as exc:
-            self._retire_failed(action.ca, action.serial, action.new_serial, self._revoke_old)
+            self._record_quietly(action.ca, action.new_serial, moved.new)
             failed = _note(
                 action,
                 f"renewed and active in AWS IoT, old one still active: {exc}; the next "
@@ -180,19 +189,16 @@ class IotRotation:
         self._record(action.ca, action.serial, action.new_serial, moved)
         return _note(action, f"AWS IoT: {moved.steps[-1]}")
 
-    def _retire_failed(self, ca: str, old: str, new: str | None, revoke_old: bool) -> None:
-        """Remember the retirement for the next run; record the new registration if AWS
-        still answers (it is active there)."""
-        detail = {"replaces": old, "revoke_old": revoke_old}
-        self._store.add_event(Event(RETIRE_FAILED, ca=ca, serial=new, detail=detail))
-        if new is not None:
+    def _record_quietly(self, ca: str, serial: str | None, cert: x509.Certificate) -> None:
+        """Record the new registration (it is active in AWS IoT) if AWS still answers."""
+        if serial is not None:
             with contextlib.suppress(DevidError):
-                self._record_registration(ca, new, self._moved[old].new)
+                self._record_registration(ca, serial, cert)
 
     def _pending_retires(self) -> list[_PendingRetire]:
         done = {e.serial for e in self._store.events(kind=ROTATED)}
         pending: dict[str, _PendingRetire] = {}
-        for event in self._store.events(kind=RETIRE_FAILED):
+        for event in self._store.events(kind=RETIRE_PENDING, ca=self._ca):
             if event.serial is None or event.serial in done:
                 continue
             old = self._store.get_certificate(str(event.detail.get("replaces")))
@@ -215,8 +221,7 @@ class IotRotation:
                 self._client, old_cert=moved.old, new_cert=moved.new, revoke_old=pending.revoke_old
             )
         except DevidError as exc:
-            self._moved[old.serial] = moved
-            self._retire_failed(old.ca, old.serial, new.serial, pending.revoke_old)
+            self._record_quietly(old.ca, new.serial, moved.new)
             reason = f"AWS IoT: the old certificate is still active: {exc}"
             failed = dataclasses.replace(action, outcome=Outcome.FAILED, reason=reason)
             return dataclasses.replace(failed, exit_code=exc.exit_code)

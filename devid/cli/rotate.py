@@ -154,7 +154,7 @@ def rotate(
             from devid.iot_rotate import IotRotation
 
             aws = AwsOptions(profile, region, endpoint_url)
-            in_aws = IotRotation(store, aws, revoke_old=revoke_old)
+            in_aws = IotRotation(store, aws, revoke_old=revoke_old, ca=ca_name)
         actions = rotation.rotate(
             store,
             options,

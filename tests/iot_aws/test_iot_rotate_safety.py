@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from conftest import MotoServer
-from iot_aws_support import Devid, ok_json, openssl_iot_id, registrations
+from iot_aws_support import Devid, make_csr, ok_json, openssl_iot_id, registrations
 from test_iot_rotate_cli import POLICY, _registered_device
 
+import devid.rotate as rotation
 from devid import iot as iot_module
 from devid.errors import EnvironmentProblem
 
@@ -135,3 +136,59 @@ def test_an_old_certificate_left_active_is_retired_by_the_next_run(
     rows = {r["certificate_id"]: r for r in registrations(pki_home)}
     assert rows[old_id]["status"] == "REVOKED"
     assert ok_json(devid, *ROTATE, *moto.aws_args()) == []  # done
+
+
+def _second_device(
+    devid: Devid, moto: MotoServer, tmp_path: Path, key_file: Callable[[str], Path]
+) -> tuple[Path, dict[str, str]]:
+    key = key_file("ec-p256")
+    cert = tmp_path / "device-2.pem"
+    csr = make_csr(key, "/CN=sensor-2/serialNumber=2", tmp_path / "device-2.csr")
+    ok_json(devid, "cert", "issue", "--ca", "fleet", "--csr", str(csr), "--key-ref", str(key),
+            "--days", "2", "--out", str(cert))  # fmt: skip
+    registered = ok_json(devid, "iot", "register-cert", str(cert), "--activate", *moto.aws_args())
+    return cert, registered
+
+
+def test_a_run_stopped_after_one_renewal_leaves_its_retirement_to_the_next(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, registered_first = _registered_device(devid, moto, tmp_path, key_file)
+    second, registered_second = _second_device(devid, moto, tmp_path, key_file)
+    iot = moto.client("iot")
+    old_ids = {first: registered_first["aws_certificate_id"],
+               second: registered_second["aws_certificate_id"]}  # fmt: skip
+    real_install = rotation._install
+    installs: list[int] = []
+
+    def install(*args: Any) -> None:
+        installs.append(1)
+        if len(installs) == 2:  # Ctrl-C while the second device is being renewed
+            raise KeyboardInterrupt
+        real_install(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rotation, "_install", install)
+        stopped = devid(*ROTATE, *moto.aws_args())
+    assert stopped.code != 0
+    [done] = [path for path, old in old_ids.items() if openssl_iot_id(path) != old]
+    [other] = [path for path in old_ids if path != done]
+    assert _aws(iot)[old_ids[done]][0] == "ACTIVE"  # renewed, but its old one not retired yet
+
+    ok_json(devid, "ca", "init", "other", "--key", str(key_file("ec-p256")))
+    assert ok_json(devid, "rotate", "--ca", "other", "--before", "5d", "--iot",
+                   *moto.aws_args()) == []  # fmt: skip  # another CA's run leaves it alone
+    assert _aws(iot)[old_ids[done]][0] == "ACTIVE"
+
+    retired, renewed = ok_json(devid, *ROTATE, *moto.aws_args())
+    assert (retired["action"], renewed["action"]) == ("retired-in-aws", "renewed")
+    assert f"moved old {old_ids[done]} to INACTIVE" in retired["reason"]
+    assert _aws(iot)[old_ids[done]][0] == "INACTIVE"
+    assert _aws(iot)[old_ids[other]][0] == "INACTIVE"  # renewed and retired in this run
+    assert openssl_iot_id(other) != old_ids[other]
+    assert ok_json(devid, *ROTATE, *moto.aws_args()) == []
