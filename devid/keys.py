@@ -207,12 +207,25 @@ def generate_key(
     if pub is not None:
         refuse_existing(pub, force=force)  # both checked before anything is written
     key = key_type.generate()
-    write_private_key(key, Path(out), fmt=fmt, passphrase=passphrase, force=force)
-    if pub is not None:
-        line = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        write_atomic(pub, line + b"\n", mode=PUBLIC_MODE, force=force)
+    if pub is None:
+        write_private_key(key, Path(out), fmt=fmt, passphrase=passphrase, force=force)
+        return key, str(out)
+    # The .pub first: if it cannot be written, the private key file (maybe an old key
+    # being replaced with --force) is untouched; if the private key then fails, the old
+    # .pub comes back.
+    old_pub = pub.read_bytes() if pub.is_file() else None
+    line = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    write_atomic(pub, line + b"\n", mode=PUBLIC_MODE, force=force)
+    try:
+        write_private_key(key, Path(out), fmt=fmt, passphrase=passphrase, force=force)
+    except BaseException:
+        if old_pub is None:
+            pub.unlink(missing_ok=True)
+        else:
+            write_atomic(pub, old_pub, mode=PUBLIC_MODE, force=True)
+        raise
     return key, str(out)
 
 

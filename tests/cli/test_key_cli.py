@@ -139,6 +139,28 @@ def test_generate_openssh_refuses_an_existing_pub_before_writing_anything(
     assert ssh_public(pub.read_bytes()) == ssh_keygen_y(out)
 
 
+def test_generate_openssh_keeps_the_old_key_when_its_pub_cannot_be_written(
+    devid: Callable[..., Result], tmp_path: Path
+) -> None:
+    out, pub = tmp_path / "id", tmp_path / "id.pub"
+    ok(devid("key", "generate", "ed25519", "--out", out, "--format", "openssh"))
+    old_key, old_pub = out.read_bytes(), pub.read_bytes()
+    pub.unlink()
+    pub.mkdir()  # the .pub cannot be written: the key it belongs to must stay as it was
+    result = devid("key", "generate", "ed25519", "--out", out, "--format", "openssh", "--force")
+    assert result.code == 2 and "id.pub" in result.err
+    assert out.read_bytes() == old_key
+    # the other way round: the key cannot be written after its .pub was: the old .pub is back
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (tmp_path / "blocked.pub").write_bytes(old_pub)
+    result = devid("key", "generate", "ed25519", "--out", blocked, "--format", "openssh",
+                   "--force")  # fmt: skip
+    assert result.code == 2
+    assert (tmp_path / "blocked.pub").read_bytes() == old_pub
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "blocked.pub", "id", "id.pub"]
+
+
 def test_generate_pkcs1(devid: Callable[..., Result], tmp_path: Path) -> None:
     out = tmp_path / "rsa.pem"
     ok(devid("key", "generate", "rsa-2048", "--out", out, "--format", "pkcs1"))
