@@ -42,6 +42,7 @@ from devid.pubformat import openssh_line
 from devid.sshconfig import (
     CodeCommitEntry,
     find_entry,
+    global_overrides,
     identity_path,
     merge,
     read_config,
@@ -395,6 +396,13 @@ def rotate(
 ) -> Rotation:
     """Upload *new_key*, switch *config* to it, retire the old key (see the module doc)."""
     text = read_config(config)  # unreadable config: fail before anything changes
+    overrides = global_overrides(text)
+    if overrides:  # the switch would not take: ssh would go on using the global values
+        raise BadInput(
+            f"{config} sets {', '.join(overrides)} before any Host block: it applies to every "
+            "host first, so the CodeCommit entry cannot take effect",
+            hint="move those lines into a 'Host *' block at the end of the file",
+        )
     current = _current(text)
     identity.check_pub()
     new, before = _upload(keys, new_key, report)

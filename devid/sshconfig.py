@@ -263,6 +263,22 @@ def _managed(content: str) -> bool:
     return parsed is not None and parsed[0] in _MANAGED
 
 
+def global_overrides(text: str) -> list[str]:
+    """The managed options (``User``, ``IdentityFile``, ...) set before the first ``Host`` or
+    ``Match`` line of *text*: they apply to every host and come first, so no block can
+    change them for CodeCommit (devid cannot move them without changing other hosts)."""
+    found = []
+    for content in (_strip_eol(line) for line in _LINE.findall(text)):
+        parsed = _parse(content)
+        if parsed is None:
+            continue
+        if parsed[0] in _HEADERS:
+            break
+        if parsed[0] in _MANAGED:
+            found.append(content.strip())
+    return found
+
+
 def _headers(lines: list[str]) -> Iterator[tuple[int, str, list[str]]]:
     for index, content in enumerate(lines):
         parsed = _parse(content)

@@ -37,6 +37,7 @@ from devid.localkeys import local_keys, matching
 from devid.sshconfig import (
     CodeCommitEntry,
     find_entry,
+    global_overrides,
     identity_path,
     merge,
     read_config,
@@ -345,6 +346,12 @@ def config(
         return
     target = path or default_config()
     text = read_config(target)
+    overrides = global_overrides(text)
+    if overrides:
+        warn(
+            f"{target} sets {', '.join(overrides)} before any Host block: ssh uses that for "
+            "every host, this entry's too; move it into a 'Host *' block at the end"
+        )
     merged = merge(text, entry)
     backup = write_config(target, merged)
     changed = merged != text

@@ -154,3 +154,38 @@ def test_rotate_moves_a_shadowed_block(
     assert resolved["user"] == [new_id]
     assert resolved["identityfile"][0] == str(key)
     assert ssh_resolved(config, "example.com")["user"] == ["foo"]
+
+
+GLOBAL_USER = (
+    "User foo\nServerAliveInterval 30\n\n"
+    "Host git-codecommit.*.amazonaws.com\n  User APKAOLD0000000000000\n"
+)
+
+
+def test_a_global_user_before_any_host_is_warned_about(devid: Devid, tmp_path: Path) -> None:
+    # Options before the first Host line apply to every host, first: no block can win, and
+    # putting one above them would turn them into that block's own options.
+    config = tmp_path / "cfg"
+    config.write_text(GLOBAL_USER)
+    result = _write(devid, config, tmp_path / "cc")
+    assert f"devid: warning: {config} sets User foo before any Host block" in result.err
+    assert ssh_resolved(config)["user"] == ["foo"]  # what the warning says
+    assert config.read_text().startswith("User foo\nServerAliveInterval 30\n")  # not moved
+
+
+def test_rotate_refuses_a_config_whose_global_user_would_win(
+    devid: Devid, moto: MotoServer, iam_user: str, ssh_home: Path
+) -> None:
+    config = ssh_home / ".ssh" / "config"
+    config.write_text(GLOBAL_USER)
+    key = write_key_pair(ssh_home / ".ssh", "cc2026")
+    iam = moto.client("iam")
+    before = iam.list_ssh_public_keys(UserName=iam_user)["SSHPublicKeys"]
+
+    result = devid("ssh", "rotate", "--user", iam_user, "--key", str(key), *moto.aws_args())
+
+    assert result.code == 2
+    assert "sets User foo before any Host block" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert iam.list_ssh_public_keys(UserName=iam_user)["SSHPublicKeys"] == before  # no upload
+    assert config.read_text() == GLOBAL_USER
