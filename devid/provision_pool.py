@@ -79,20 +79,25 @@ def in_workers(
         min(workers, len(parts)), mp_context=context, initializer=_init_worker,
         initargs=(options, stop, os.getpid()),
     ) as pool:  # fmt: skip
-        for future in as_completed([pool.submit(_work, part) for part in parts]):
-            try:
-                part = future.result()
-            except (DevidError, HsmError) as exc:
-                failure = failure or exc
-                continue
-            except BrokenProcessPool as exc:
-                stop.set()
-                raise EnvironmentProblem(
-                    "a provisioning worker process died; run the command again "
-                    "(devices already done are skipped)"
-                ) from exc
-            results += part
-            step(len(part))
+        try:
+            for future in as_completed([pool.submit(_work, part) for part in parts]):
+                try:
+                    part = future.result()
+                except (DevidError, HsmError) as exc:
+                    failure = failure or exc
+                    continue
+                except BrokenProcessPool as exc:
+                    stop.set()
+                    raise EnvironmentProblem(
+                        "a provisioning worker process died; run the command again "
+                        "(devices already done are skipped)"
+                    ) from exc
+                results += part
+                step(len(part))
+        except BaseException:  # Ctrl-C, SIGTERM: workers finish the chunk in hand, then stop
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     if failure is not None:
         raise failure
     order = {device_id: n for n, device_id in enumerate(device_ids)}

@@ -147,5 +147,6 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     for signum in _STOPPED:
-        signal.signal(signum, _on_stop)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. a job started with '&'
+            signal.signal(signum, _on_stop)
     sys.exit(run())

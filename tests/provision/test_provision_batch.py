@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -244,6 +245,34 @@ def test_workers_stop_when_the_command_is_killed(device_pki: DevicePki, pki_home
     assert done < len(ids)
     time.sleep(1)
     assert sum(per_device_counts(pki_home).values()) == done  # nothing issued after
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert per_device_counts(pki_home) == dict.fromkeys(ids, 1)
+
+
+def test_sigterm_stops_a_batch_with_workers_after_the_chunks_in_hand(
+    device_pki: DevicePki, pki_home: Path
+) -> None:
+    # systemctl stop of a provisioning job: the command must stop (it waited for every
+    # queued chunk, and ignored further signals meanwhile), the step in progress undone
+    ids = [unique("term") for _ in range(400)]
+    batch = pki_home / "batch.csv"
+    batch.write_text("\n".join(ids) + "\n")
+    args = [sys.executable, "-m", "devid", "device", "provision", "--batch", str(batch),
+            "--token", device_pki.token, "--ca", "issuing", "--workers", "2"]  # fmt: skip
+    quiet = {"stdout": subprocess.DEVNULL, "stdin": subprocess.DEVNULL}
+    command = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE, text=True, **quiet)
+    deadline = time.monotonic() + 60
+    while sum(per_device_counts(pki_home).values()) < 4 and time.monotonic() < deadline:
+        assert command.poll() is None, "the batch ended before it could be stopped"
+        time.sleep(0.05)
+    command.send_signal(signal.SIGTERM)
+    at_signal = sum(per_device_counts(pki_home).values())
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == 143
+    assert err == "devid: error: terminated (SIGTERM); the step in progress was undone\n"
+    done = sum(per_device_counts(pki_home).values())
+    assert done <= at_signal + 2 * 64 < len(ids)  # at most the chunk each worker had in hand
     rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert per_device_counts(pki_home) == dict.fromkeys(ids, 1)

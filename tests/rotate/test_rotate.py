@@ -786,3 +786,22 @@ def test_ctrl_c_is_one_line_and_exit_130(
     done = _run_cli_killed(patch, ["rotate", "--before", "30d", "--jitter", "1h"])
     assert done.returncode == 130
     assert done.stderr == "devid: error: interrupted (Ctrl-C); the step in progress was undone\n"
+
+
+def test_an_ignored_ctrl_c_stays_ignored(
+    device_pki: DevicePki, pki_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a job started with '&' from a script ignores SIGINT; devid must not take it back
+    provision_at(monkeypatch, device_pki, 1, days_ago=340)
+    patch = (
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "import devid.rotate as rotation\n"
+        "def sleep(_seconds):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(60)\n"
+        "rotation.SLEEP = sleep\n"
+    )
+    done = _run_cli_killed(patch, ["rotate", "--before", "30d", "--jitter", "1h"])
+    assert done.returncode == 143, done.stderr  # the SIGINT did nothing, the SIGTERM stopped it
