@@ -538,19 +538,28 @@ def rotate_in_aws(
         new_id = new.certificate_id
         if created:
             steps.append(f"registered {new_id}")
-            remove = partial(call, client, "delete_certificate", certificateId=new_id)
-            undo.push(f"deleted {new_id}", partial(remove, forceDelete=True))
+            undo.push(f"deleted {new_id}", partial(_delete, client, new_id))
         _attach_all(client, old, new, steps, undo)
         if new.status != CertStatus.ACTIVE.value:
-            set_status(client, new_id, CertStatus.ACTIVE)
-            steps.append(f"activated {new_id}")
+            # the undo first: a stop may land just after the activation
             deactivate = partial(call, client, "update_certificate", certificateId=new_id)
             undo.push(f"deactivated {new_id}", partial(deactivate, newStatus="INACTIVE"))
+            set_status(client, new_id, CertStatus.ACTIVE)
+            steps.append(f"activated {new_id}")
     except DevidError as exc:
         raise _stopped(exc, steps, undo) from exc
+    except BaseException:  # Ctrl-C, SIGTERM: take back what was done, then stop
+        undo.run()
+        raise
     if retire:
         steps.extend(_retire(client, old, new, revoke_old=revoke_old))
     return steps
+
+
+def _delete(client: Client, cert_id: str) -> None:
+    """Delete a certificate devid registered (AWS IoT deletes only inactive ones)."""
+    call(client, "update_certificate", certificateId=cert_id, newStatus="INACTIVE")
+    call(client, "delete_certificate", certificateId=cert_id, forceDelete=True)
 
 
 def retire_in_aws(

@@ -192,3 +192,27 @@ def test_a_run_stopped_after_one_renewal_leaves_its_retirement_to_the_next(
     assert _aws(iot)[old_ids[other]][0] == "INACTIVE"  # renewed and retired in this run
     assert openssl_iot_id(other) != old_ids[other]
     assert ok_json(devid, *ROTATE, *moto.aws_args()) == []
+
+
+def test_a_stop_during_the_aws_step_takes_it_back(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert, registered = _registered_device(devid, moto, tmp_path, key_file)
+    iot = _with_thing(moto, registered)
+    before, file_before = _aws(iot), cert.read_bytes()
+    real_set_status = iot_module.set_status
+
+    def stopped(client: object, cert_id: str, status: iot_module.CertStatus) -> str:
+        real_set_status(client, cert_id, status)
+        raise KeyboardInterrupt  # Ctrl-C just after the new certificate was activated
+
+    monkeypatch.setattr(iot_module, "set_status", stopped)
+    assert devid(*ROTATE, *moto.aws_args()).code != 0
+    monkeypatch.setattr(iot_module, "set_status", real_set_status)
+    assert _aws(iot) == before  # the new certificate detached, deactivated and deleted
+    assert cert.read_bytes() == file_before
