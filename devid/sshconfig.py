@@ -264,9 +264,10 @@ def _managed(content: str) -> bool:
 
 
 def global_overrides(text: str) -> list[str]:
-    """The managed options (``User``, ``IdentityFile``, ...) set before the first ``Host`` or
-    ``Match`` line of *text*: they apply to every host and come first, so no block can
-    change them for CodeCommit (devid cannot move them without changing other hosts)."""
+    """``User`` lines before the first ``Host`` or ``Match`` line of *text*: they apply to
+    every host and come first, so no block can set CodeCommit's user (the SSH key id), and
+    devid cannot move them without changing other hosts. (``IdentityFile`` lines add up
+    instead of overriding, so a global one does not stop the entry's key being offered.)"""
     found = []
     for content in (_strip_eol(line) for line in _LINE.findall(text)):
         parsed = _parse(content)
@@ -274,7 +275,7 @@ def global_overrides(text: str) -> list[str]:
             continue
         if parsed[0] in _HEADERS:
             break
-        if parsed[0] in _MANAGED:
+        if parsed[0] == "user":
             found.append(content.strip())
     return found
 

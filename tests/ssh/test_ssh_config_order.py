@@ -173,6 +173,17 @@ def test_a_global_user_before_any_host_is_warned_about(devid: Devid, tmp_path: P
     assert config.read_text().startswith("User foo\nServerAliveInterval 30\n")  # not moved
 
 
+def test_a_global_identity_file_is_no_obstacle(devid: Devid, tmp_path: Path) -> None:
+    # IdentityFile lines add up: the entry's key is still offered, its User is used
+    config = tmp_path / "cfg"
+    config.write_text("IdentityFile ~/.ssh/id_ed25519\n")
+    identity = tmp_path / "cc"
+    result = _write(devid, config, identity)
+    assert "before any Host block" not in result.err
+    resolved = ssh_resolved(config)
+    assert resolved["user"] == [KEY_ID] and str(identity) in resolved["identityfile"]
+
+
 def test_rotate_refuses_a_config_whose_global_user_would_win(
     devid: Devid, moto: MotoServer, iam_user: str, ssh_home: Path
 ) -> None:
