@@ -34,12 +34,14 @@ from devid.aws import AwsOptions, client
 from devid.errors import CheckFailed, DevidError
 from devid.pki import certs
 from devid.pki.ca import load_ca
-from devid.rotate import Outcome, RotationAction
+from devid.rotate import Outcome, RotationAction, reload_due
 from devid.store import CertRecord, Event, Store
 
 #: Events: the old certificate is still to be retired after a renewal / the move is complete.
 RETIRE_PENDING = "iot.retire-pending"
 ROTATED = "iot.rotate"
+_RETIRE_FAILED_BEFORE = "iot.retire-failed"  # what an earlier devid recorded instead
+_WAITING = "old certificate left active in AWS IoT until the reload command succeeds"
 
 
 @dataclasses.dataclass
@@ -169,6 +171,9 @@ class IotRotation:
     def _finish_one(self, action: RotationAction) -> RotationAction:
         if action.serial in self._taken_back:
             return _note(action, self._taken_back[action.serial])
+        moved_here = action.outcome is Outcome.RENEWED and action.serial in self._moved
+        if moved_here and action.exit_code:  # the reload failed: the old one may be in use
+            return _note(action, f"{_WAITING}; the next run with --iot retires it then")
         if not _renewed(action):
             return action
         moved = self._moved.get(action.serial)
@@ -198,7 +203,11 @@ class IotRotation:
     def _pending_retires(self) -> list[_PendingRetire]:
         done = {e.serial for e in self._store.events(kind=ROTATED)}
         pending: dict[str, _PendingRetire] = {}
-        for event in self._store.events(kind=RETIRE_PENDING, ca=self._ca):
+        events = [
+            *self._store.events(kind=RETIRE_PENDING, ca=self._ca),
+            *self._store.events(kind=_RETIRE_FAILED_BEFORE, ca=self._ca),
+        ]
+        for event in sorted(events, key=lambda e: e.at):
             if event.serial is None or event.serial in done:
                 continue
             old = self._store.get_certificate(str(event.detail.get("replaces")))
@@ -215,6 +224,8 @@ class IotRotation:
             old.not_after, old.not_after, new_serial=new.serial, new_not_after=new.not_after,
             new_key_ref=new.key_ref,
         )  # fmt: skip
+        if reload_due(self._store, new.serial):  # (this run's reloads ran before this)
+            return dataclasses.replace(action, outcome=Outcome.SKIPPED, reason=_WAITING)
         moved = _Moved(certs.record_certificate(old), certs.record_certificate(new), [])
         try:
             moved.steps += aws_iot.retire_in_aws(

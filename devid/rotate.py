@@ -479,8 +479,9 @@ def _issue(
         ctx.store.add_event(
             Event("cert.rotate", ca=record.ca, serial=new.record.serial, detail=detail)
         )
-        if ctx.options.exec_command:  # committed with the renewal: run by a later run if
-            # this one stops before it gets to run it
+        if ctx.options.exec_command or reload_due(ctx.store, record.serial):
+            # committed with the renewal: a later run with --exec runs it if this one does
+            # not (stopped, no --exec this time, or the old one's reload never succeeded)
             ctx.store.add_event(Event(RELOAD_PENDING, ca=record.ca, serial=new.record.serial))
         if ctx.before_install is not None:
             take_back = ctx.before_install(record, new.certificate)
@@ -538,6 +539,12 @@ def _after_exec(ctx: _Context, action: RotationAction, new: CertRecord) -> Rotat
     code, reason, exit_code = _reload(ctx, new)
     reason = "; ".join(r for r in (action.reason, reason) if r) or None
     return _replace(action, reason=reason, exit_code=exit_code, exec_returncode=code)
+
+
+def reload_due(store: Store, serial: str) -> bool:
+    """Whether the reload command is still to run (successfully) for certificate *serial*."""
+    kinds = {e.kind for e in store.events(serial=serial)}
+    return bool(kinds & {RELOAD_PENDING, RELOAD_FAILED}) and RELOADED not in kinds
 
 
 def pending_reloads(store: Store, ca: str | None = None) -> list[CertRecord]:

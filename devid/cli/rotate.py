@@ -25,10 +25,11 @@ def _text(action: RotationAction) -> str:
     if action.outcome is Outcome.RETIRED_IN_AWS:
         new = action.new_serial
         return f"retired {action.serial} in AWS IoT, replaced by {new} ({who}): {action.reason}"
+    pending = "not run successfully since its renewal"
     if action.outcome is Outcome.WOULD_RELOAD:
-        return f"would run --exec again for {action.serial} ({who}): it failed after renewal"
+        return f"would run --exec for {action.serial} ({who}): {pending}"
     if action.outcome is Outcome.RELOADED:
-        return f"ran --exec again for {action.serial} ({who}): it failed after renewal"
+        return f"ran --exec for {action.serial} ({who}): {pending}"
     line = f"renewed {action.serial} -> {action.new_serial} ({who})"
     if action.old_key_kept:
         line += f"; new key {action.new_key_ref}, old key kept: {action.old_key_kept}"

@@ -216,3 +216,33 @@ def test_a_stop_during_the_aws_step_takes_it_back(
     monkeypatch.setattr(iot_module, "set_status", real_set_status)
     assert _aws(iot) == before  # the new certificate detached, deactivated and deleted
     assert cert.read_bytes() == file_before
+
+
+def test_the_old_certificate_stays_active_until_the_reload_succeeds(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    _, registered = _registered_device(devid, moto, tmp_path, key_file)
+    iot = _with_thing(moto, registered)
+    old_id = registered["aws_certificate_id"]
+
+    first = devid(*ROTATE, "--exec", "false", *moto.aws_args(), "--json")
+    assert first.code == 3
+    [renewed] = json.loads(first.out)
+    assert (
+        "old certificate left active in AWS IoT until the reload command succeeds"
+        in (renewed["reason"])
+    )
+    assert _aws(iot)[old_id][0] == "ACTIVE"
+
+    second = devid(*ROTATE, "--exec", "false", *moto.aws_args(), "--json")
+    assert second.code == 3  # the reload failed again: the old one is not retired
+    assert [a["action"] for a in json.loads(second.out)] == ["skipped", "failed"]
+    assert _aws(iot)[old_id][0] == "ACTIVE"
+
+    third = ok_json(devid, *ROTATE, "--exec", "true", *moto.aws_args())
+    assert [a["action"] for a in third] == ["retired-in-aws", "reloaded"]
+    assert _aws(iot)[old_id][0] == "INACTIVE"

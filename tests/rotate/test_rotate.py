@@ -805,3 +805,23 @@ def test_an_ignored_ctrl_c_stays_ignored(
     )
     done = _run_cli_killed(patch, ["rotate", "--before", "30d", "--jitter", "1h"])
     assert done.returncode == 143, done.stderr  # the SIGINT did nothing, the SIGTERM stopped it
+
+
+def test_a_pending_reload_follows_its_certificate_into_the_next_renewal(
+    devid: Callable[..., Any],
+    device_pki: DevicePki,
+    pki_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    device = provision_at(monkeypatch, device_pki, 1, days_ago=340)[0]
+    calls = tmp_path / "reloads"
+    assert devid("rotate", "--before", "30d", "--exec", "false").code == 3  # reload failed
+    # renewed again by a run without --exec: the reload is still owed, now for the new one
+    [again] = ok_json(devid, "rotate", "--before", "30d", "--at", "+340d")
+    assert again["action"] == "renewed"
+    [reloaded] = ok_json(devid, "rotate", "--before", "30d", "--exec",
+                         f"sh -c 'echo $DEVID_SERIAL >> {calls}'")  # fmt: skip
+    assert (reloaded["action"], reloaded["serial"]) == ("reloaded", again["new_serial"])
+    assert calls.read_text().split() == [again["new_serial"]]
+    assert openssl_serial(device.certificate_path) == again["new_serial"]
