@@ -34,14 +34,17 @@ from devid.aws import AwsOptions, client
 from devid.errors import CheckFailed, DevidError
 from devid.pki import certs
 from devid.pki.ca import load_ca
-from devid.rotate import Outcome, RotationAction, reload_due
+from devid.rotate import Outcome, RotationAction, current_successor, reload_due
 from devid.store import CertRecord, Event, Store
 
 #: Events: the old certificate is still to be retired after a renewal / the move is complete.
 RETIRE_PENDING = "iot.retire-pending"
 ROTATED = "iot.rotate"
 _RETIRE_FAILED_BEFORE = "iot.retire-failed"  # what an earlier devid recorded instead
-_WAITING = "old certificate left active in AWS IoT until the reload command succeeds"
+_WAITING = (
+    "old certificate left active in AWS IoT until the reload command (--exec) has run "
+    "successfully for the device's current certificate"
+)
 
 
 @dataclasses.dataclass
@@ -172,8 +175,8 @@ class IotRotation:
         if action.serial in self._taken_back:
             return _note(action, self._taken_back[action.serial])
         moved_here = action.outcome is Outcome.RENEWED and action.serial in self._moved
-        if moved_here and action.exit_code:  # the reload failed: the old one may be in use
-            return _note(action, f"{_WAITING}; the next run with --iot retires it then")
+        if moved_here and self._reload_owed(action.new_serial):  # the old one may be in use
+            return _note(action, f"{_WAITING}; a later run with --iot retires it then")
         if not _renewed(action):
             return action
         moved = self._moved.get(action.serial)
@@ -224,7 +227,7 @@ class IotRotation:
             old.not_after, old.not_after, new_serial=new.serial, new_not_after=new.not_after,
             new_key_ref=new.key_ref,
         )  # fmt: skip
-        if reload_due(self._store, new.serial):  # (this run's reloads ran before this)
+        if self._reload_owed(new.serial):  # (this run's reloads ran before this)
             return dataclasses.replace(action, outcome=Outcome.SKIPPED, reason=_WAITING)
         moved = _Moved(certs.record_certificate(old), certs.record_certificate(new), [])
         try:
@@ -238,6 +241,13 @@ class IotRotation:
             return dataclasses.replace(failed, exit_code=exc.exit_code)
         self._record(old.ca, old.serial, new.serial, moved)
         return _note(action, f"AWS IoT: {moved.steps[-1]} (left active by an earlier run)")
+
+    def _reload_owed(self, serial: str | None) -> bool:
+        """Whether the reload for the certificate that renewals of *serial* lead to (what
+        the device is meant to use now) has yet to succeed."""
+        return serial is not None and reload_due(
+            self._store, current_successor(self._store, serial)
+        )
 
     def _record_registration(self, ca: str, serial: str, cert: x509.Certificate) -> None:
         aws = aws_iot.describe_certificate(self._client, aws_iot.certificate_id(cert))

@@ -541,6 +541,16 @@ def _after_exec(ctx: _Context, action: RotationAction, new: CertRecord) -> Rotat
     return _replace(action, reason=reason, exit_code=exit_code, exec_returncode=code)
 
 
+def current_successor(store: Store, serial: str) -> str:
+    """The serial that renewals of *serial* (and of its renewals) lead to now."""
+    after = {str(e.detail.get("replaces")): e.serial for e in store.events(kind="cert.rotate")}
+    seen = {serial}
+    while (following := after.get(serial)) is not None and following not in seen:
+        seen.add(following)
+        serial = following
+    return serial
+
+
 def reload_due(store: Store, serial: str) -> bool:
     """Whether the reload command is still to run (successfully) for certificate *serial*."""
     kinds = {e.kind for e in store.events(serial=serial)}

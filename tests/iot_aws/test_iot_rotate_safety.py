@@ -232,10 +232,7 @@ def test_the_old_certificate_stays_active_until_the_reload_succeeds(
     first = devid(*ROTATE, "--exec", "false", *moto.aws_args(), "--json")
     assert first.code == 3
     [renewed] = json.loads(first.out)
-    assert (
-        "old certificate left active in AWS IoT until the reload command succeeds"
-        in (renewed["reason"])
-    )
+    assert "old certificate left active in AWS IoT until the reload command" in renewed["reason"]
     assert _aws(iot)[old_id][0] == "ACTIVE"
 
     second = devid(*ROTATE, "--exec", "false", *moto.aws_args(), "--json")
@@ -246,3 +243,26 @@ def test_the_old_certificate_stays_active_until_the_reload_succeeds(
     third = ok_json(devid, *ROTATE, "--exec", "true", *moto.aws_args())
     assert [a["action"] for a in third] == ["retired-in-aws", "reloaded"]
     assert _aws(iot)[old_id][0] == "INACTIVE"
+
+
+def test_renewed_again_before_a_reload_worked_all_old_ones_retire_once_it_does(
+    devid: Devid,
+    pki_home: Path,
+    moto: MotoServer,
+    tmp_path: Path,
+    key_file: Callable[[str], Path],
+) -> None:
+    cert, registered = _registered_device(devid, moto, tmp_path, key_file)
+    iot = _with_thing(moto, registered)
+    first = registered["aws_certificate_id"]
+    assert devid(*ROTATE, "--exec", "false", *moto.aws_args()).code == 3  # 1 -> 2, waits
+    second = openssl_iot_id(cert)
+    # 2 -> 3 without --exec: the reload is still owed (now the third's), nothing retires
+    ok_json(devid, *ROTATE, "--at", "+29d", *moto.aws_args())
+    third = openssl_iot_id(cert)
+    ids = (first, second, third)
+    assert [_aws(iot)[x][0] for x in ids] == ["ACTIVE"] * 3
+    actions = ok_json(devid, *ROTATE, "--exec", "true", *moto.aws_args())  # now it works
+    assert sorted(x["action"] for x in actions) == ["reloaded", "retired-in-aws", "retired-in-aws"]
+    assert [_aws(iot)[x][0] for x in ids] == ["INACTIVE", "INACTIVE", "ACTIVE"]
+    assert ok_json(devid, *ROTATE, "--exec", "true", *moto.aws_args()) == []
