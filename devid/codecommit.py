@@ -396,7 +396,7 @@ def rotate(
 ) -> Rotation:
     """Upload *new_key*, switch *config* to it, retire the old key (see the module doc)."""
     text = read_config(config)  # unreadable config: fail before anything changes
-    overrides = global_overrides(text)
+    overrides = global_overrides(text, token=identity.pkcs11_provider is not None)
     if overrides:  # the switch would not take: ssh would go on using the global values
         raise BadInput(
             f"{config} sets {', '.join(overrides)} before any Host block: it applies to every "

@@ -263,19 +263,26 @@ def _managed(content: str) -> bool:
     return parsed is not None and parsed[0] in _MANAGED
 
 
-def global_overrides(text: str) -> list[str]:
-    """``User`` lines before the first ``Host`` or ``Match`` line of *text*: they apply to
-    every host and come first, so no block can set CodeCommit's user (the SSH key id), and
-    devid cannot move them without changing other hosts. (``IdentityFile`` lines add up
-    instead of overriding, so a global one does not stop the entry's key being offered.)"""
+def global_overrides(text: str, *, token: bool = False) -> list[str]:
+    """Options before the first ``Host`` or ``Match`` line of *text* that would win over the
+    CodeCommit entry's: they apply to every host and ssh keeps the first value, and devid
+    cannot move them without changing other hosts. ``User`` (the SSH key id),
+    ``IdentitiesOnly`` other than yes, and with a token key (*token*) ``PKCS11Provider``.
+    (``IdentityFile`` lines add up instead, so a global one does not stop the entry's key.)"""
     found = []
     for content in (_strip_eol(line) for line in _LINE.findall(text)):
         parsed = _parse(content)
         if parsed is None:
             continue
-        if parsed[0] in _HEADERS:
+        keyword, args = parsed
+        if keyword in _HEADERS:
             break
-        if parsed[0] == "user":
+        wins = (
+            keyword == "user"
+            or (keyword == "identitiesonly" and [a.lower() for a in args] != ["yes"])
+            or (keyword == "pkcs11provider" and token)
+        )
+        if wins:
             found.append(content.strip())
     return found
 

@@ -115,13 +115,16 @@ def rotate(
 
     --exec runs after each renewal with DEVID_CERT_PATH, DEVID_SERIAL, DEVID_OLD_SERIAL,
     DEVID_DEVICE_ID, DEVID_KEY_REF, DEVID_CA and DEVID_NOT_AFTER in its environment; its
-    output goes to stderr. If it fails, the renewal stays and is reported (exit 3), and the
-    next run with --exec runs it again for that certificate ("reloaded") before renewing
-    anything. --at changes only which certificates count as due; new certificates are
-    always valid from now. A second run right after does nothing.
+    output goes to stderr. If it fails (or the run stops before it), the renewal stays and
+    is reported (exit 3), and the next run with --exec runs it again for that certificate
+    ("reloaded") before renewing anything; a renewal made meanwhile without --exec passes
+    the owed reload on to its new certificate. --at changes only which certificates count
+    as due; new certificates are always valid from now. A second run right after does
+    nothing.
 
-    Exit codes: 0 every due certificate renewed (or none due, or skipped because another
-    run renewed it meanwhile); otherwise the code of the first failure (1 check failed,
+    Exit codes: 0 every due certificate renewed (or none due, or "skipped": another run
+    renewed it meanwhile, or with --iot the old certificate waits for a reload); otherwise
+    the code of the first failure (1 check failed,
     2 bad input, 3 environment or --exec failed), after the others were still tried; 1 when
     the inventory does not exist or --ca names no CA in it. --json prints the list of
     actions ("renewed", "would-renew", "reloaded", "would-reload", "retired-in-aws",
@@ -131,8 +134,11 @@ def rotate(
     (with its CA when the CA is registered), gets the old one's things and policies and is
     activated; if that fails, the renewal is abandoned and nothing local changes; if the
     local install fails after it, that is taken back in AWS IoT too. After the install the
-    old one is set INACTIVE (REVOKED with --revoke-old); if that fails, the next run with
-    --iot does it first ("retired-in-aws"). So a device always has an active certificate.
+    old one is set INACTIVE (REVOKED with --revoke-old) — unless a reload command is owed
+    for the device's current certificate (--exec failed, or was not given after a failure):
+    then the old one stays active until a run's reload succeeds. If retiring fails or waits,
+    a later run with --iot does it first ("retired-in-aws"). So a device always has an
+    active certificate it can present.
     A certificate that is not ACTIVE in AWS IoT (revoked or deactivated there) is not
     renewed (exit 1). Certificates not registered in AWS IoT are left alone there.
     """

@@ -211,9 +211,9 @@ def rotate_cmd(
 
     The old key is the one the config used (else the single other active key). If the
     config cannot be written, the new key is deleted again (exit code of that failure); if
-    retiring fails, the config already uses the new, active key (exit 3). A config that
-    sets User before any Host block is refused before anything changes (exit 2): ssh would
-    keep using that user for CodeCommit.
+    retiring fails, the config already uses the new, active key (exit 3). A config that sets,
+    before any Host block, an option that would win over the entry's (User, IdentitiesOnly
+    no, a token key's PKCS11Provider) is refused before anything changes (exit 2).
     """
     key = public_key_of(ref, passphrase_file)
     ident = _identity(ref, key, identity, passphrase_file)
@@ -338,8 +338,9 @@ def config(
 
     The merge changes only that block, keeps every other line, writes atomically with mode
     0600 and keeps a backup of the previous file; a second run changes nothing. The block
-    goes in front of any block that would set User for CodeCommit first; a User set before
-    any Host block cannot be overridden, and is warned about.
+    goes in front of any block that would set User for CodeCommit first; options set before
+    any Host block that would win over the entry's (User, IdentitiesOnly no, a token key's
+    PKCS11Provider) cannot be overridden, and are warned about.
     """
     entry = CodeCommitEntry(parse_key_id(key_id), identity_path(identity), module)
     if not Path(identity).expanduser().exists():
@@ -350,7 +351,7 @@ def config(
         return
     target = path or default_config()
     text = read_config(target)
-    overrides = global_overrides(text)
+    overrides = global_overrides(text, token=module is not None)
     if overrides:
         warn(
             f"{target} sets {', '.join(overrides)} before any Host block: ssh uses that for "

@@ -200,3 +200,22 @@ def test_rotate_refuses_a_config_whose_global_user_would_win(
     assert len(result.err.strip().splitlines()) == 1
     assert iam.list_ssh_public_keys(UserName=iam_user)["SSHPublicKeys"] == before  # no upload
     assert config.read_text() == GLOBAL_USER
+
+
+def test_other_global_options_that_win_are_warned_about(devid: Devid, tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    config.write_text("IdentitiesOnly no\nIdentitiesOnly yes\n")  # the first one counts
+    result = _write(devid, config, tmp_path / "cc")
+    assert f"{config} sets IdentitiesOnly no before any Host block" in result.err
+    assert ssh_resolved(config)["identitiesonly"] == ["no"]  # what the warning says
+
+    config.write_text("PKCS11Provider /usr/lib/other-pkcs11.so\n")
+    token = devid(
+        "ssh", "config", "--key-id", KEY_ID, "--identity", str(tmp_path / "t.pub"),
+        "--pkcs11-provider",
+        "/usr/lib/softhsm/libsofthsm2.so", "--write", "--file", str(config),
+    )  # fmt: skip
+    assert token.code == 0, token.err
+    assert "sets PKCS11Provider /usr/lib/other-pkcs11.so before any Host block" in token.err
+    plain = _write(devid, config, tmp_path / "cc")  # a file key needs no provider: fine
+    assert "before any Host block" not in plain.err
