@@ -85,7 +85,8 @@ class IotRotation:
         self._ca = ca  # as ``rotate --ca``: only this CA's certificates
         self._moved: dict[str, _Moved] = {}
         self._taken_back: dict[str, str] = {}  # old serial -> what taking back did
-        self._pending = self._pending_retires()  # from earlier runs, before this one adds any
+        # from earlier runs, before this one adds any
+        self._pending = pending_retirements(store, ca=ca, revoke_old=revoke_old)
 
     def before_install(
         self, record: CertRecord, new_cert: x509.Certificate
@@ -203,30 +204,9 @@ class IotRotation:
             with contextlib.suppress(DevidError):
                 self._record_registration(ca, serial, cert)
 
-    def _pending_retires(self) -> list[_PendingRetire]:
-        done = {e.serial for e in self._store.events(kind=ROTATED)}
-        pending: dict[str, _PendingRetire] = {}
-        events = [
-            *self._store.events(kind=RETIRE_PENDING, ca=self._ca),
-            *self._store.events(kind=_RETIRE_FAILED_BEFORE, ca=self._ca),
-        ]
-        for event in sorted(events, key=lambda e: e.at):
-            if event.serial is None or event.serial in done:
-                continue
-            old = self._store.get_certificate(str(event.detail.get("replaces")))
-            new = self._store.get_certificate(event.serial)
-            if old is not None and new is not None:
-                revoke = bool(event.detail.get("revoke_old")) or self._revoke_old
-                pending[event.serial] = _PendingRetire(old, new, revoke)
-        return list(pending.values())
-
     def _retire_again(self, pending: _PendingRetire) -> RotationAction:
         old, new = pending.old, pending.new
-        action = RotationAction(
-            Outcome.RETIRED_IN_AWS, old.serial, old.ca, old.device_id, old.path, old.key_ref,
-            old.not_after, old.not_after, new_serial=new.serial, new_not_after=new.not_after,
-            new_key_ref=new.key_ref,
-        )  # fmt: skip
+        action = _retire_action(pending, Outcome.RETIRED_IN_AWS)
         if self._reload_owed(new.serial):  # (this run's reloads ran before this)
             return dataclasses.replace(action, outcome=Outcome.SKIPPED, reason=_WAITING)
         moved = _Moved(certs.record_certificate(old), certs.record_certificate(new), [])
@@ -243,11 +223,7 @@ class IotRotation:
         return _note(action, f"AWS IoT: {moved.steps[-1]} (left active by an earlier run)")
 
     def _reload_owed(self, serial: str | None) -> bool:
-        """Whether the reload for the certificate that renewals of *serial* lead to (what
-        the device is meant to use now) has yet to succeed."""
-        return serial is not None and reload_due(
-            self._store, current_successor(self._store, serial)
-        )
+        return _reload_owed(self._store, serial)
 
     def _record_registration(self, ca: str, serial: str, cert: x509.Certificate) -> None:
         aws = aws_iot.describe_certificate(self._client, aws_iot.certificate_id(cert))
@@ -260,6 +236,53 @@ class IotRotation:
             self._store.add_event(
                 Event(ROTATED, ca=ca, serial=new_serial, detail={"steps": moved.steps})
             )
+
+
+def pending_retirements(
+    store: Store, *, ca: str | None = None, revoke_old: bool = False
+) -> list[_PendingRetire]:
+    """Old certificates still to be retired in AWS IoT after their renewal, oldest first."""
+    done = {e.serial for e in store.events(kind=ROTATED)}
+    pending: dict[str, _PendingRetire] = {}
+    events = [
+        *store.events(kind=RETIRE_PENDING, ca=ca),
+        *store.events(kind=_RETIRE_FAILED_BEFORE, ca=ca),
+    ]
+    for event in sorted(events, key=lambda e: e.at):
+        if event.serial is None or event.serial in done:
+            continue
+        old = store.get_certificate(str(event.detail.get("replaces")))
+        new = store.get_certificate(event.serial)
+        if old is not None and new is not None:
+            revoke = bool(event.detail.get("revoke_old")) or revoke_old
+            pending[event.serial] = _PendingRetire(old, new, revoke)
+    return list(pending.values())
+
+
+def planned_retirements(store: Store, *, ca: str | None = None) -> list[RotationAction]:
+    """What a run with --iot would retire in AWS IoT first: for --dry-run (no AWS call)."""
+    planned = []
+    for pending in pending_retirements(store, ca=ca):
+        action = _retire_action(pending, Outcome.WOULD_RETIRE_IN_AWS)
+        if _reload_owed(store, pending.new.serial):
+            action = dataclasses.replace(action, reason=_WAITING)
+        planned.append(action)
+    return planned
+
+
+def _retire_action(pending: _PendingRetire, outcome: Outcome) -> RotationAction:
+    old, new = pending.old, pending.new
+    return RotationAction(
+        outcome, old.serial, old.ca, old.device_id, old.path, old.key_ref, old.not_after,
+        old.not_after, new_serial=new.serial, new_not_after=new.not_after,
+        new_key_ref=new.key_ref,
+    )  # fmt: skip
+
+
+def _reload_owed(store: Store, serial: str | None) -> bool:
+    """Whether the reload for the certificate that renewals of *serial* lead to (what the
+    device is meant to use now) has yet to succeed."""
+    return serial is not None and reload_due(store, current_successor(store, serial))
 
 
 def _renewed(action: RotationAction) -> bool:

@@ -82,6 +82,7 @@ class Outcome(enum.Enum):
     WOULD_RENEW = "would-renew"
     SKIPPED = "skipped"  # another run renewed (or revoked) it first: nothing to do
     RETIRED_IN_AWS = "retired-in-aws"  # --iot: an earlier run left the old one active there
+    WOULD_RETIRE_IN_AWS = "would-retire-in-aws"
     RELOADED = "reloaded"  # --exec failed after its renewal in an earlier run; ran again
     WOULD_RELOAD = "would-reload"
     FAILED = "failed"

@@ -22,6 +22,10 @@ def _text(action: RotationAction) -> str:
         return f"failed {action.serial} ({who}): {action.reason}"
     if action.outcome is Outcome.SKIPPED:
         return f"skipped {action.serial} ({who}): {action.reason}"
+    if action.outcome is Outcome.WOULD_RETIRE_IN_AWS:
+        new = action.new_serial
+        why = f": {action.reason}" if action.reason else ""
+        return f"would retire {action.serial} in AWS IoT, replaced by {new} ({who}){why}"
     if action.outcome is Outcome.RETIRED_IN_AWS:
         new = action.new_serial
         return f"retired {action.serial} in AWS IoT, replaced by {new} ({who}): {action.reason}"
@@ -128,7 +132,7 @@ def rotate(
     2 bad input, 3 environment or --exec failed), after the others were still tried; 1 when
     the inventory does not exist or --ca names no CA in it. --json prints the list of
     actions ("renewed", "would-renew", "reloaded", "would-reload", "retired-in-aws",
-    "skipped", "failed").
+    "would-retire-in-aws", "skipped", "failed").
 
     --iot: before a renewed certificate is installed anywhere, it is registered in AWS IoT
     (with its CA when the CA is registered), gets the old one's things and policies and is
@@ -170,6 +174,10 @@ def rotate(
         )
         if in_aws is not None:
             actions = in_aws.finish(actions)
+        elif iot:  # a dry run: what the inventory says is still to retire, before the rest
+            from devid.iot_rotate import planned_retirements
+
+            actions = planned_retirements(store, ca=ca_name) + actions
     lines = [_text(a) for a in actions] or [f"nothing to renew (before {options.threshold})"]
     emit([a.as_dict() for a in actions], as_json=as_json, text=lines)
     failed = [a for a in actions if a.exit_code]

@@ -127,6 +127,11 @@ def test_an_old_certificate_left_active_is_retired_by_the_next_run(
     rows = {r["certificate_id"]: r for r in registrations(pki_home)}
     assert rows[new_id]["status"] == "ACTIVE"  # recorded although the move is unfinished
 
+    [planned] = ok_json(devid, *ROTATE, "--dry-run")  # no AWS call: from the inventory
+    assert (planned["action"], planned["serial"], planned["new_serial"]) == (
+        "would-retire-in-aws", renewed["serial"], renewed["new_serial"]
+    )  # fmt: skip
+    assert _aws(iot)[old_id][0] == "ACTIVE"
     second = ok_json(devid, *ROTATE, *moto.aws_args())  # nothing due; the retirement is
     assert [(a["action"], a["serial"], a["new_serial"]) for a in second] == [
         ("retired-in-aws", renewed["serial"], renewed["new_serial"])
