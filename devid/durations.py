@@ -86,6 +86,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def later(when: dt.datetime, span: dt.timedelta) -> dt.datetime:
+    """*when* + *span*, or the last representable instant (UTC) past year 9999."""
+    try:
+        return when + span
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
 def parse_instant(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     """An ISO 8601 time (UTC when no zone is given), or ``+30d`` / ``-2h`` relative to now."""
     stripped = text.strip()

@@ -538,7 +538,7 @@ def rotate_in_aws(
         new_id = new.certificate_id
         if created:
             steps.append(f"registered {new_id}")
-            undo.push(f"deleted {new_id}", partial(_delete, client, new_id))
+            undo.push(f"deleted {new_id}", partial(delete_registered, client, new_id))
         _attach_all(client, old, new, steps, undo)
         if new.status != CertStatus.ACTIVE.value:
             # the undo first: a stop may land just after the activation
@@ -556,7 +556,7 @@ def rotate_in_aws(
     return steps
 
 
-def _delete(client: Client, cert_id: str) -> None:
+def delete_registered(client: Client, cert_id: str) -> None:
     """Delete a certificate devid registered (AWS IoT deletes only inactive ones)."""
     call(client, "update_certificate", certificateId=cert_id, newStatus="INACTIVE")
     call(client, "delete_certificate", certificateId=cert_id, forceDelete=True)

@@ -34,7 +34,7 @@ from devid.aws import AwsOptions, client
 from devid.errors import CheckFailed, DevidError
 from devid.pki import certs
 from devid.pki.ca import load_ca
-from devid.rotate import Outcome, RotationAction, current_successor, reload_due
+from devid.rotate import Outcome, RotationAction, latest, owed_events, reload_due, successors
 from devid.store import CertRecord, Event, Store
 
 #: Events: the old certificate is still to be retired after a renewal / the move is complete.
@@ -150,13 +150,12 @@ class IotRotation:
             for name in sorted(policies - before.policies):
                 aws_iot.call(self._client, "detach_policy", policyName=name, target=arn)
                 done.append(f"detached policy {name}")
-            if not before.active:
+            if not before.registered:
+                aws_iot.delete_registered(self._client, new_id)
+                done.append(f"deactivated {new_id}, deleted {new_id}")
+            elif not before.active:
                 aws_iot.set_status(self._client, new_id, aws_iot.CertStatus.INACTIVE)
                 done.append(f"deactivated {new_id}")
-            if not before.registered:
-                aws_iot.call(self._client, "delete_certificate", certificateId=new_id,
-                             forceDelete=True)  # fmt: skip
-                done.append(f"deleted {new_id}")
         except DevidError as exc:
             did = f" after: {', '.join(done)}" if done else ""
             self._taken_back[serial] = (
@@ -169,14 +168,15 @@ class IotRotation:
     def finish(self, actions: list[RotationAction]) -> list[RotationAction]:
         """Step 3 for every renewed certificate, after the retirements earlier runs left;
         records the registrations. A failed renewal says what was taken back in AWS IoT."""
-        retried = [self._retire_again(p) for p in self._pending]
-        return retried + [self._finish_one(a) for a in actions]
+        owed = _reload_owed_in(self._store)  # after this run's renewals and reloads
+        retried = [self._retire_again(p, owed) for p in self._pending]
+        return retried + [self._finish_one(a, owed) for a in actions]
 
-    def _finish_one(self, action: RotationAction) -> RotationAction:
+    def _finish_one(self, action: RotationAction, owed: _Owed) -> RotationAction:
         if action.serial in self._taken_back:
             return _note(action, self._taken_back[action.serial])
         moved_here = action.outcome is Outcome.RENEWED and action.serial in self._moved
-        if moved_here and self._reload_owed(action.new_serial):  # the old one may be in use
+        if moved_here and owed(action.new_serial):  # the old one may still be in use
             return _note(action, f"{_WAITING}; a later run with --iot retires it then")
         if not _renewed(action):
             return action
@@ -204,10 +204,10 @@ class IotRotation:
             with contextlib.suppress(DevidError):
                 self._record_registration(ca, serial, cert)
 
-    def _retire_again(self, pending: _PendingRetire) -> RotationAction:
+    def _retire_again(self, pending: _PendingRetire, owed: _Owed) -> RotationAction:
         old, new = pending.old, pending.new
         action = _retire_action(pending, Outcome.RETIRED_IN_AWS)
-        if self._reload_owed(new.serial):  # (this run's reloads ran before this)
+        if owed(new.serial):  # (this run's reloads ran before this)
             return dataclasses.replace(action, outcome=Outcome.SKIPPED, reason=_WAITING)
         moved = _Moved(certs.record_certificate(old), certs.record_certificate(new), [])
         try:
@@ -221,9 +221,6 @@ class IotRotation:
             return dataclasses.replace(failed, exit_code=exc.exit_code)
         self._record(old.ca, old.serial, new.serial, moved)
         return _note(action, f"AWS IoT: {moved.steps[-1]} (left active by an earlier run)")
-
-    def _reload_owed(self, serial: str | None) -> bool:
-        return _reload_owed(self._store, serial)
 
     def _record_registration(self, ca: str, serial: str, cert: x509.Certificate) -> None:
         aws = aws_iot.describe_certificate(self._client, aws_iot.certificate_id(cert))
@@ -242,29 +239,23 @@ def pending_retirements(
     store: Store, *, ca: str | None = None, revoke_old: bool = False
 ) -> list[_PendingRetire]:
     """Old certificates still to be retired in AWS IoT after their renewal, oldest first."""
-    done = {e.serial for e in store.events(kind=ROTATED)}
-    pending: dict[str, _PendingRetire] = {}
-    events = [
-        *store.events(kind=RETIRE_PENDING, ca=ca),
-        *store.events(kind=_RETIRE_FAILED_BEFORE, ca=ca),
-    ]
-    for event in sorted(events, key=lambda e: e.at):
-        if event.serial is None or event.serial in done:
-            continue
+    pending = []
+    for event in owed_events(store, (RETIRE_PENDING, _RETIRE_FAILED_BEFORE), ROTATED, ca):
         old = store.get_certificate(str(event.detail.get("replaces")))
-        new = store.get_certificate(event.serial)
+        new = store.get_certificate(str(event.serial))
         if old is not None and new is not None:
             revoke = bool(event.detail.get("revoke_old")) or revoke_old
-            pending[event.serial] = _PendingRetire(old, new, revoke)
-    return list(pending.values())
+            pending.append(_PendingRetire(old, new, revoke))
+    return pending
 
 
 def planned_retirements(store: Store, *, ca: str | None = None) -> list[RotationAction]:
     """What a run with --iot would retire in AWS IoT first: for --dry-run (no AWS call)."""
     planned = []
+    owed = _reload_owed_in(store)
     for pending in pending_retirements(store, ca=ca):
         action = _retire_action(pending, Outcome.WOULD_RETIRE_IN_AWS)
-        if _reload_owed(store, pending.new.serial):
+        if owed(pending.new.serial):
             action = dataclasses.replace(action, reason=_WAITING)
         planned.append(action)
     return planned
@@ -279,10 +270,19 @@ def _retire_action(pending: _PendingRetire, outcome: Outcome) -> RotationAction:
     )  # fmt: skip
 
 
-def _reload_owed(store: Store, serial: str | None) -> bool:
-    """Whether the reload for the certificate that renewals of *serial* lead to (what the
-    device is meant to use now) has yet to succeed."""
-    return serial is not None and reload_due(store, current_successor(store, serial))
+#: Whether the reload for the certificate that renewals of a serial lead to (what the device
+#: is meant to use now) has yet to succeed.
+_Owed = Callable[[str | None], bool]
+
+
+def _reload_owed_in(store: Store) -> _Owed:
+    """:data:`_Owed` on *store* as it is now (the renewals read once, not per question)."""
+    after = successors(store)
+
+    def owed(serial: str | None) -> bool:
+        return serial is not None and reload_due(store, latest(after, serial))
+
+    return owed
 
 
 def _renewed(action: RotationAction) -> bool:

@@ -44,7 +44,7 @@ from typing import Any
 from cryptography import x509
 
 import hsm
-from devid.durations import Threshold, utcnow
+from devid.durations import Threshold, later, utcnow
 from devid.errors import (
     BadInput,
     CheckFailed,
@@ -88,6 +88,8 @@ class Outcome(enum.Enum):
     FAILED = "failed"
 
 
+#: Event: a renewal (serial = the new certificate, detail "replaces" = the old one).
+ROTATED = "cert.rotate"
 #: Events: a reload command is due for a renewal (recorded with it), it failed, it ran.
 RELOAD_PENDING = "cert.reload-pending"
 RELOAD_FAILED = "cert.reload-failed"
@@ -161,12 +163,7 @@ def due_certificates(
     store: Store, threshold: Threshold, *, at: dt.datetime, ca: str | None = None
 ) -> list[tuple[CertRecord, dt.datetime]]:
     """Current end-entity certificates due at *at* (CA certificates are not renewed here)."""
-    horizon = None
-    if threshold.span is not None:
-        try:
-            horizon = at + threshold.span
-        except OverflowError:  # past year 9999: every notAfter is before it
-            horizon = dt.datetime.max.replace(tzinfo=dt.UTC)
+    horizon = later(at, threshold.span) if threshold.span is not None else None
     query = CertQuery(ca=ca, statuses=(Status.ISSUED,), not_after_before=horizon)
     due = []
     for record in store.find_certificates(query):
@@ -430,11 +427,7 @@ def _ca_lifetime_check(
     ca_end = ca.certificate.not_valid_after_utc
     days = options.days or _lifetime_days(record)
     now = utcnow()
-    try:
-        wanted = now + dt.timedelta(days=days)
-    except OverflowError:
-        wanted = dt.datetime.max.replace(tzinfo=dt.UTC)
-    if ca_end >= wanted:
+    if ca_end >= later(now, dt.timedelta(days=days)):
         return None
     due_at_once, _ = renewal_due(now, ca_end, options.threshold, now)
     if due_at_once or ca_end <= record.not_after:
@@ -477,9 +470,7 @@ def _issue(
             )
         ctx.store.set_status(record.serial, Status.SUPERSEDED)
         detail = {"replaces": record.serial, "rekey": key_ref != record.key_ref}
-        ctx.store.add_event(
-            Event("cert.rotate", ca=record.ca, serial=new.record.serial, detail=detail)
-        )
+        ctx.store.add_event(Event(ROTATED, ca=record.ca, serial=new.record.serial, detail=detail))
         if ctx.options.exec_command or reload_due(ctx.store, record.serial):
             # committed with the renewal: a later run with --exec runs it if this one does
             # not (stopped, no --exec this time, or the old one's reload never succeeded)
@@ -542,14 +533,35 @@ def _after_exec(ctx: _Context, action: RotationAction, new: CertRecord) -> Rotat
     return _replace(action, reason=reason, exit_code=exit_code, exec_returncode=code)
 
 
-def current_successor(store: Store, serial: str) -> str:
-    """The serial that renewals of *serial* (and of its renewals) lead to now."""
-    after = {str(e.detail.get("replaces")): e.serial for e in store.events(kind="cert.rotate")}
+def successors(store: Store) -> dict[str, str]:
+    """Each renewed certificate's serial -> the serial of the certificate that renewed it."""
+    return {
+        str(e.detail.get("replaces")): e.serial
+        for e in store.events(kind=ROTATED)
+        if e.serial is not None
+    }
+
+
+def latest(after: Mapping[str, str], serial: str) -> str:
+    """The serial that renewals of *serial* (and of its renewals) lead to, by *after*
+    (:func:`successors`)."""
     seen = {serial}
     while (following := after.get(serial)) is not None and following not in seen:
         seen.add(following)
         serial = following
     return serial
+
+
+def owed_events(store: Store, kinds: Sequence[str], done: str, ca: str | None) -> list[Event]:
+    """Per serial, the oldest event of one of *kinds* with no *done* event for that serial:
+    work recorded as owed (a reload, a retirement) and not yet done."""
+    finished = {e.serial for e in store.events(kind=done, ca=ca)}
+    owed: dict[str, Event] = {}
+    events = [e for kind in kinds for e in store.events(kind=kind, ca=ca)]
+    for event in sorted(events, key=lambda e: e.at):
+        if event.serial is not None and event.serial not in finished:
+            owed.setdefault(event.serial, event)
+    return list(owed.values())
 
 
 def reload_due(store: Store, serial: str) -> bool:
@@ -561,16 +573,12 @@ def reload_due(store: Store, serial: str) -> bool:
 def pending_reloads(store: Store, ca: str | None = None) -> list[CertRecord]:
     """Current certificates whose reload command has not run successfully since their
     renewal (it failed, or the run stopped before it), oldest first."""
-    done = {e.serial for e in store.events(kind=RELOADED, ca=ca)}
-    pending: dict[str, CertRecord] = {}
-    due = [*store.events(kind=RELOAD_PENDING, ca=ca), *store.events(kind=RELOAD_FAILED, ca=ca)]
-    for event in sorted(due, key=lambda e: e.at):
-        if event.serial is None or event.serial in done or event.serial in pending:
-            continue
-        record = store.get_certificate(event.serial)
+    pending = []
+    for event in owed_events(store, (RELOAD_PENDING, RELOAD_FAILED), RELOADED, ca):
+        record = store.get_certificate(str(event.serial))
         if record is not None and record.status is Status.ISSUED:
-            pending[event.serial] = record
-    return list(pending.values())
+            pending.append(record)
+    return pending
 
 
 def _reload_again(ctx: _Context, record: CertRecord) -> RotationAction:

@@ -218,6 +218,7 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL, ca TEXT,
     serial TEXT, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+CREATE INDEX IF NOT EXISTS events_serial ON events(serial);
 CREATE TABLE IF NOT EXISTS aws_iot (
     arn TEXT PRIMARY KEY, certificate_id TEXT NOT NULL, status TEXT NOT NULL,
     kind TEXT NOT NULL, ca TEXT, serial TEXT, mode TEXT, updated_at TEXT NOT NULL);

@@ -222,6 +222,7 @@ def test_inventory_indexes_and_wal(pki_home: Path, key_file: Callable[[str], Pat
             )
         )  # fmt: skip
     assert "certificates_not_after" in indexes and "certificates_ca_status" in indexes
+    assert "events_serial" in indexes  # rotation asks for a certificate's events per renewal
     assert "certificates_not_after" in plan
 
 
