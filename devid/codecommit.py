@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from devid.errors import (
     EnvironmentProblem,
     PassphraseRequired,
 )
-from devid.fingerprint import ssh_wire_blob
+from devid.fingerprint import blob_sha256, ssh_wire_blob
 from devid.fsutil import PUBLIC_MODE, read_input, write_atomic
 from devid.iam import IamSshKeys, SshKey, Status, parse_key_id
 from devid.keys import PublicKey, public_key_file
@@ -165,7 +164,8 @@ def _check_holds(
     wanted = ssh_wire_blob(key)
     if held != wanted:
         raise BadInput(
-            f"{where} holds the key {_sha256(held)}, not the key to upload {_sha256(wanted)}",
+            f"{where} holds the key {blob_sha256(held)}, not the key to upload "
+            f"{blob_sha256(wanted)}",
             hint="pass --identity with the private key of the new key",
         )
 
@@ -209,30 +209,23 @@ def _openssh_public_blob(data: bytes, where: str) -> bytes | None:
         raise BadInput(f"{where}: malformed OpenSSH private key") from exc
     if not rest.startswith(_OPENSSH_MAGIC):
         raise BadInput(f"{where}: malformed OpenSSH private key")
-    fields, rest = _ssh_strings(rest[len(_OPENSSH_MAGIC) :], 3)  # cipher, kdf, kdf options
-    if fields is None or rest[:4] != (1).to_bytes(4, "big"):
-        raise BadInput(f"{where}: malformed OpenSSH private key, or one with several keys")
-    public, _ = _ssh_strings(rest[4:], 1)
-    if public is None or not public[0]:
+    reader = ppk.SshReader(rest[len(_OPENSSH_MAGIC) :], "key list", source=where)
+    several = f"{where}: malformed OpenSSH private key, or one with several keys"
+    try:
+        for _ in range(3):  # cipher, kdf, kdf options
+            reader.string()
+        count = reader.uint32()
+    except BadInput:
+        raise BadInput(several) from None
+    if count != 1:
+        raise BadInput(several)
+    try:
+        public = reader.string()
+    except BadInput:
+        public = b""
+    if not public:
         raise BadInput(f"{where}: malformed OpenSSH private key")
-    return public[0]
-
-
-def _ssh_strings(data: bytes, count: int) -> tuple[list[bytes] | None, bytes]:
-    """*count* SSH strings (uint32 length, bytes) from *data*, and what follows them."""
-    found: list[bytes] = []
-    for _ in range(count):
-        size = int.from_bytes(data[:4], "big")
-        if len(data) < 4 + size:
-            return None, data
-        found.append(data[4 : 4 + size])
-        data = data[4 + size :]
-    return found, data
-
-
-def _sha256(blob: bytes) -> str:
-    """The OpenSSH SHA256 fingerprint of an SSH public key blob."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return public
 
 
 def token_identity(key: PublicKey, label: str, module: str, identity: str | None) -> Identity:

@@ -34,8 +34,12 @@ def colon_hex(digest: bytes) -> str:
 
 
 def openssh_sha256(key: PublicKey) -> str:
-    digest = hashlib.sha256(ssh_wire_blob(key)).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    return blob_sha256(ssh_wire_blob(key))
+
+
+def blob_sha256(blob: bytes) -> str:
+    """The OpenSSH SHA256 fingerprint of an SSH public-key blob."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def openssh_md5(key: PublicKey) -> str:

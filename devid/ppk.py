@@ -357,26 +357,30 @@ def _mpint(value: int) -> bytes:
     return _string(value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b"")
 
 
-class _Reader:
-    """Reads SSH wire types (RFC 4251 section 5) from one blob."""
+class SshReader:
+    """Reads SSH wire types (RFC 4251 section 5) from one blob, the *what* of a *source*
+    (a truncated or negative value is :class:`BadInput` saying so)."""
 
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data, self._pos, self._what = data, 0, what
+    def __init__(self, data: bytes, what: str, *, source: str = "PPK file") -> None:
+        self._data, self._pos, self._what, self._source = data, 0, what, source
+
+    def _take(self, size: int) -> bytes:
+        end = self._pos + size
+        if end > len(self._data):
+            raise BadInput(f"{self._source} is corrupt: the {self._what} is truncated")
+        taken, self._pos = self._data[self._pos : end], end
+        return taken
+
+    def uint32(self) -> int:
+        return int.from_bytes(self._take(4), "big")
 
     def string(self) -> bytes:
-        start = self._pos + 4
-        if start > len(self._data):
-            raise BadInput(f"PPK file is corrupt: the {self._what} is truncated")
-        end = start + int.from_bytes(self._data[self._pos : start], "big")
-        if end > len(self._data):
-            raise BadInput(f"PPK file is corrupt: the {self._what} is truncated")
-        self._pos = end
-        return self._data[start:end]
+        return self._take(self.uint32())
 
     def mpint(self) -> int:
         raw = self.string()
         if raw[:1] >= b"\x80":
-            raise BadInput(f"PPK file is corrupt: negative number in the {self._what}")
+            raise BadInput(f"{self._source} is corrupt: negative number in the {self._what}")
         return int.from_bytes(raw, "big")
 
 
@@ -402,7 +406,7 @@ def _private_blob(key: PrivateKey) -> bytes:
 
 
 def _public_key(algorithm: str, blob: bytes) -> PublicKey:
-    inner = _Reader(blob, "public key").string().decode("ascii", "replace")
+    inner = SshReader(blob, "public key").string().decode("ascii", "replace")
     if inner != algorithm:
         raise BadInput(f"PPK file is corrupt: header says {algorithm}, public key is {inner}")
     try:
@@ -416,7 +420,7 @@ def _public_key(algorithm: str, blob: bytes) -> PublicKey:
 
 def _private_key(algorithm: str, public_blob: bytes, private_blob: bytes) -> PrivateKey:
     public = _public_key(algorithm, public_blob)
-    reader = _Reader(private_blob, "private key data")
+    reader = SshReader(private_blob, "private key data")
     key: PrivateKey
     try:
         if isinstance(public, rsa.RSAPublicKey):
@@ -432,7 +436,7 @@ def _private_key(algorithm: str, public_blob: bytes, private_blob: bytes) -> Pri
     return key
 
 
-def _rsa_key(public: rsa.RSAPublicKey, reader: _Reader) -> rsa.RSAPrivateKey:
+def _rsa_key(public: rsa.RSAPublicKey, reader: SshReader) -> rsa.RSAPrivateKey:
     d, p, q, iqmp = (reader.mpint() for _ in range(4))
     numbers = public.public_numbers()
     if p < 2 or q < 2 or p * q != numbers.n or iqmp != pow(q, -1, p):

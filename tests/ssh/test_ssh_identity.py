@@ -8,6 +8,7 @@ anything is uploaded. Keys are made by ``ssh-keygen``; fingerprints come from it
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Callable
@@ -18,6 +19,9 @@ import boto3
 import pytest
 from conftest import MotoServer, Result, run_tool
 from ssh_support import registered_ids, ssh_resolved, statuses, write_key_pair
+
+from devid.codecommit import _openssh_public_blob
+from devid.errors import BadInput
 
 Devid = Callable[..., Result]
 PASSPHRASE = "correct horse battery staple 7"
@@ -245,3 +249,34 @@ def test_register_and_rotate_open_an_encrypted_key_with_a_passphrase_file(
     assert ssh_resolved(config)["identityfile"] == [str(second)]
     for result in (asked, registered, rotated):
         assert PASSPHRASE not in result.out + result.err
+
+
+def _openssh_file(body: bytes) -> bytes:
+    text = base64.b64encode(b"openssh-key-v1\0" + body).decode()
+    return (
+        f"-----BEGIN OPENSSH PRIVATE KEY-----\n{text}\n-----END OPENSSH PRIVATE KEY-----\n".encode()
+    )
+
+
+def _string(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "big") + value
+
+
+def test_the_clear_public_key_of_an_openssh_file_and_malformed_ones(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    run_tool("ssh-keygen", "-q", "-t", "ed25519", "-N", "secret words", "-f", str(key))
+    line = (tmp_path / "k.pub").read_text().split()
+    assert _openssh_public_blob(key.read_bytes(), "k") == base64.b64decode(line[1])
+
+    head = _string(b"none") + _string(b"none") + _string(b"")
+    several = "k: malformed OpenSSH private key, or one with several keys"
+    for body, message in [
+        (head[:-2], several),  # truncated in the cipher/kdf fields
+        (head + (2).to_bytes(4, "big"), several),  # two keys
+        (head + (1).to_bytes(4, "big") + b"\0\0\0\x09abc", "k: malformed OpenSSH private key"),
+        (head + (1).to_bytes(4, "big") + _string(b""), "k: malformed OpenSSH private key"),
+    ]:
+        with pytest.raises(BadInput) as info:
+            _openssh_public_blob(_openssh_file(body), "k")
+        assert str(info.value) == message
+    assert _openssh_public_blob(b"-----BEGIN PRIVATE KEY-----\n", "k") is None
